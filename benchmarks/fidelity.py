@@ -1,0 +1,77 @@
+"""Does edge_tune's latency agree with OpenVINO's own ``benchmark_app``?
+
+Exports the baseline ResNet-20 (and a 50%-filter-pruned copy) to ONNX, then alternates
+edge_tune's benchmark and ``benchmark_app`` (sync API, the same properties through
+``-load_config``) several times; prints each median (ms, batch 1) and the ratio.
+
+    python benchmarks/fidelity.py [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import openvino as ov
+import torch
+
+from edge_tune import bench, prune
+from edge_tune.export import export_onnx
+from edge_tune.models import create_model
+from edge_tune.recipe import schedule_from_params
+
+
+def benchmark_app_median(model: Path, settings: bench.BenchSettings, folder: Path) -> float:
+    """Median latency (ms) that ``benchmark_app`` reports with edge_tune's properties."""
+    props = bench.compile_settings(ov.Core(), settings)
+    config = folder / "ov_config.json"
+    config.write_text(json.dumps({settings.device: {k: str(v) for k, v in props.items()}}))
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    out = subprocess.run([exe, "-m", str(model), "-d", settings.device, "-load_config",
+                          str(config), "-api", "sync", "-niter", str(settings.iterations)],
+                         capture_output=True, text=True, check=True).stdout
+    found = re.search(r"Median:\s+([\d.]+)\s*(us|ms)", out)
+    if not found:
+        raise SystemExit(f"no median in benchmark_app output:\n{out[-1500:]}")
+    value = float(found.group(1))
+    return value / 1e3 if found.group(2) == "us" else value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="edge_tune_fidelity-"))
+    torch.manual_seed(0)
+    example = torch.zeros(1, 3, 32, 32)
+    dense = create_model("resnet20_cifar", 10).eval()
+    pruned = create_model("resnet20_cifar", 10).eval()
+    ratios = prune.filter_ratios(pruned, schedule_from_params({"filter_ratio": 0.5}, ("layer1",
+                                 "layer2", "layer3"), 0))
+    prune.get_pruner("filters").apply(pruned, example, ratios)
+    models = {"resnet20": export_onnx(dense, example, folder / "resnet20.onnx"),
+              "resnet20 50% filters": export_onnx(pruned, example, folder / "pruned.onnx")}
+    settings = bench.BenchSettings(threads=args.threads)
+    print(f"| model | edge_tune median ms | benchmark_app median ms | ratio | "
+          f"(threads {args.threads}, f32, LATENCY, batch 1, {settings.iterations} iterations)")
+    print("|---|---|---|---|")
+    for name, path in models.items():
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(bench.benchmark_models({name: path}, settings, per_layer=False)[name]
+                        .latency_ms)
+            theirs.append(benchmark_app_median(path, settings, folder))
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Configuration: frozen dataclasses, validated once at load with YAML-path errors.
+
+``load_config(None)`` gives the embedded default (ResNet-20 on digits); a user file overrides
+any subset of its keys. Unknown keys and out-of-range values are a :class:`UserError` naming the
+key path, e.g. ``finetune.epochs: expected an integer >= 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_tune.errors import UserError, unknown
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set, where it lives and how it is split and batched."""
+
+    name: str = "digits"
+    root: str | None = None  # directory for cifar10 / imagefolder
+    image_size: int = 32  # px, square input of the model
+    batch_size: int = 64
+    val_fraction: float = 0.15  # of the data the set ships for training
+    test_fraction: float = 0.15  # digits only: it ships no test split
+    seed: int = 0  # split seed, fixed so every trial sees the same split
+    download: bool = False  # cifar10: fetch the archive into ``root`` if it is missing
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The trained model that compression starts from."""
+
+    epochs: int = 10
+    lr: float = 0.1  # SGD, cosine schedule, momentum 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    checkpoint: str | None = None  # a state_dict of the configured model; skips training
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Training after compression (fine-tuning) and the BatchNorm re-estimation before it."""
+
+    epochs: int = 3
+    lr: float = 0.02
+    weight_decay: float = 5e-4
+    bn_recalibration_images: int = 512  # train-mode forward passes after structural pruning
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """NNCF post-training int8 quantisation."""
+
+    calibration_images: int = 300  # from the training split
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """OpenVINO measurement settings, fixed so numbers compare across models."""
+
+    device: str = "CPU"  # any OpenVINO device string: CPU, GPU, NPU, MYRIAD (<= 2022.3)
+    threads: int = 1  # INFERENCE_NUM_THREADS
+    precision: str = "f32"  # INFERENCE_PRECISION_HINT where the device supports it
+    warmup: int = 50  # inferences before timing
+    iterations: int = 300  # timed batch-1 synchronous inferences per model
+    rounds: int = 5  # baseline and candidate alternate in this many blocks
+    fps_seconds: float = 0.5  # s of asynchronous inference for throughput
+
+
+@dataclass(frozen=True)
+class Config:
+    """One edge_tune job: model, data, baseline, compression and measurement settings."""
+
+    model: str = "resnet20_cifar"
+    data: DataConfig = field(default_factory=DataConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    train_threads: int = 0  # torch threads for training; 0 = all cores
+    cache_dir: str | None = None  # baseline cache; default $EDGE_TUNE_CACHE or ~/.cache/edge_tune
+
+
+def _check_int(path: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{path}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _check_float(path: str, value: Any, low: float, high: float, high_open: bool = False) -> float:
+    bad_type = isinstance(value, bool) or not isinstance(value, int | float)
+    if bad_type or value < low or value > high or (high_open and value == high):
+        bracket = ")" if high_open else "]"
+        raise UserError(f"{path}: expected {low} <= x {'<' if high_open else '<='} {high}"
+                        f" (range [{low}, {high}{bracket}), got {value!r}")
+    return float(value)
+
+
+_RULES: dict[str, Any] = {
+    "data.image_size": lambda p, v: _check_int(p, v, 8),
+    "data.batch_size": lambda p, v: _check_int(p, v, 1),
+    "data.val_fraction": lambda p, v: _check_float(p, v, 0.0, 0.5, high_open=True),
+    "data.test_fraction": lambda p, v: _check_float(p, v, 0.01, 0.5, high_open=True),
+    "baseline.epochs": lambda p, v: _check_int(p, v, 0),
+    "baseline.lr": lambda p, v: _check_float(p, v, 0.0, 10.0),
+    "baseline.weight_decay": lambda p, v: _check_float(p, v, 0.0, 1.0),
+    "finetune.epochs": lambda p, v: _check_int(p, v, 0),
+    "finetune.lr": lambda p, v: _check_float(p, v, 0.0, 10.0),
+    "finetune.weight_decay": lambda p, v: _check_float(p, v, 0.0, 1.0),
+    "finetune.bn_recalibration_images": lambda p, v: _check_int(p, v, 0),
+    "quantize.calibration_images": lambda p, v: _check_int(p, v, 1),
+    "bench.threads": lambda p, v: _check_int(p, v, 1),
+    "bench.warmup": lambda p, v: _check_int(p, v, 0),
+    "bench.iterations": lambda p, v: _check_int(p, v, 10),
+    "bench.rounds": lambda p, v: _check_int(p, v, 1),
+    "bench.fps_seconds": lambda p, v: _check_float(p, v, 0.0, 60.0),
+    "train_threads": lambda p, v: _check_int(p, v, 0),
+}
+_CHOICES = {"bench.precision": ("f32", "f16", "bf16")}
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from mapping ``raw``, checking keys, types and ranges."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise unknown(f"{prefix.rstrip('.') or 'config'}", str(key), fields)
+        factory = fields[key].default_factory
+        default = factory() if callable(factory) else None
+        if dataclasses.is_dataclass(default):
+            values[key] = _build(type(default), value, f"{path}.")
+            continue
+        values[key] = _check_value(path, value, fields[key].default)
+    return cls(**values)
+
+
+def _check_value(path: str, value: Any, default: Any) -> Any:
+    if path in _RULES:
+        return _RULES[path](path, value)
+    if path in _CHOICES and value not in _CHOICES[path]:
+        raise UserError(f"{path}: expected one of {', '.join(_CHOICES[path])}, got {value!r}")
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise UserError(f"{path}: expected true or false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        return _check_int(path, value, -(2**31))
+    is_text = default is None or isinstance(default, str)
+    if is_text and value is not None and not isinstance(value, str):
+        raise UserError(f"{path}: expected a string, got {value!r}")
+    if isinstance(default, str) and value is None:
+        raise UserError(f"{path}: expected a string, got null")
+    return value
+
+
+def config_from_dict(raw: Any) -> Config:
+    """A validated :class:`Config` from a parsed YAML mapping (``{}`` = the default)."""
+    config: Config = _build(Config, raw, "")
+    _check_names(config)
+    return config
+
+
+def _check_names(config: Config) -> None:
+    from edge_tune.data import DATASETS
+    from edge_tune.models import MODELS
+
+    if config.model not in MODELS:
+        raise unknown("model", config.model, MODELS)
+    if config.data.name not in DATASETS:
+        raise unknown("data.name", config.data.name, DATASETS)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely; a missing file or bad syntax is a one-line UserError."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--config: no such file {str(file)!r}")
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{file}:{where}: malformed YAML: {problem}") from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The embedded default, overridden by the YAML file at ``path`` when given."""
+    return config_from_dict({} if path is None else read_yaml(path))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict of a config (for JSON results and YAML files)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,48 @@
+"""User-facing errors: one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable, Iterable
+from typing import NoReturn, TypeVar
+
+EXIT_USAGE = 2
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """Bad input from the user (config, params, paths, devices); printed as one line."""
+
+
+def unknown(key: str, value: str, valid: Iterable[str]) -> UserError:
+    """Error for a name that is not one of ``valid``, with a "did you mean" when close."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserError(f"{key}: unknown {value!r}{hint}; valid: {', '.join(names)}")
+
+
+def lookup(registry: dict[str, T], key: str, value: str) -> T:
+    """``registry[value]`` or a UserError listing the valid names."""
+    if value not in registry:
+        raise unknown(key, value, registry)
+    return registry[value]
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``edge_tune: error: message`` to stderr and exit with code 2."""
+    print(f"edge_tune: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def run_cli(main: Callable[[], int]) -> NoReturn:
+    """Run a command's ``main``; UserError becomes a one-line message and exit code 2."""
+    try:
+        code = main()
+    except UserError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        print("edge_tune: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code)

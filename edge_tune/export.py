@@ -1,0 +1,48 @@
+"""Torch -> ONNX export and the torch-side facts verification compares against."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_tune.verify import WeightStats
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Export ``model`` (eval mode, batch 1) to ONNX with the dynamo exporter.
+
+    The dynamo exporter keeps torch's parameter names as initializer names, which is what lets
+    verification find each layer in the exported file.
+    """
+    model.eval()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
+                          output_names=["logits"], verbose=False, report=False)
+    return Path(path)
+
+
+def weight_stats(model: nn.Module) -> WeightStats:
+    """Shape and sparsity (0..1) of every conv/linear weight, keyed ``<module>.weight``."""
+    stats: WeightStats = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            weight = module.weight.detach()
+            stats[f"{name}.weight"] = (tuple(weight.shape),
+                                       float((weight == 0).sum().item()) / weight.numel())
+    return stats
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass at ``example``'s shape, and parameter count."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)

@@ -1,0 +1,32 @@
+"""Run directories: created fresh, never reused silently."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edge_tune.errors import UserError
+
+
+def new_run_dir(path: str | Path | None, kind: str, flag: str = "--output") -> Path:
+    """Create and return the output directory; refuse one that already holds files.
+
+    With no path: ``runs/{kind}-YYYYmmdd-HHMMSS`` (a suffix is added if that exists).
+    """
+    if path is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        candidate = Path("runs") / f"{kind}-{stamp}"
+        n = 1
+        while candidate.exists():
+            n += 1
+            candidate = Path("runs") / f"{kind}-{stamp}-{n}"
+        candidate.mkdir(parents=True)
+        return candidate
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag}: {str(folder)!r} exists and is not a directory")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UserError(f"{flag}: {str(folder)!r} already holds files; choose a new directory "
+                        "(nothing is overwritten)")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

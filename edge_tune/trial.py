@@ -1,0 +1,265 @@
+"""One compression trial: baseline -> compress -> fine-tune -> ONNX -> int8 -> verify -> benchmark.
+
+``python -m edge_tune.trial --config FILE --params JSON`` prints one JSON object (stdout);
+progress goes to stderr. The baseline is measured in the same benchmark session as the
+compressed model, interleaved, so ``speedup`` compares two numbers taken side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import Dataset
+
+from edge_tune import bench, prune
+from edge_tune.baseline import baseline_model, check_baseline
+from edge_tune.config import Config, config_to_dict, load_config
+from edge_tune.data import Splits, check_data, load_data, take
+from edge_tune.errors import UserError, run_cli
+from edge_tune.export import count_macs, export_onnx, weight_stats
+from edge_tune.models import create_model, model_stages
+from edge_tune.output import new_run_dir
+from edge_tune.quantize import quantize_onnx
+from edge_tune.recipe import Schedule, schedule_from_params
+from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy, train
+from edge_tune.verify import LayerCheck, table, verify
+
+Log = Callable[[str], None]
+
+
+def log_stderr(message: str) -> None:
+    print(f"[edge_tune] {message}", file=sys.stderr, flush=True)
+
+
+def bench_settings(config: Config) -> bench.BenchSettings:
+    """The torch-free benchmark settings from the config's ``bench`` section."""
+    return bench.BenchSettings(**asdict(config.bench))
+
+
+def arrays(dataset: Dataset, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, C, H, W float32) and labels of the first ``count`` items (all if None)."""
+    items = take(dataset, count if count is not None else len(dataset))  # type: ignore[arg-type]
+    xs, ys = zip(*(items[i] for i in range(len(items))), strict=True)
+    return torch.stack(list(xs)).numpy(), np.asarray([int(y) for y in ys])
+
+
+def plan(config: Config, params: dict[str, Any]) -> Schedule:
+    """Every cheap check before expensive work: params, data, device, checkpoint."""
+    stages = model_stages(create_model(config.model, 10))
+    schedule = schedule_from_params(params, stages, config.finetune.epochs)
+    check_data(config.data)
+    bench.check_device(config.bench.device)
+    check_baseline(config, num_classes=_num_classes_hint(config))
+    return schedule
+
+
+def _num_classes_hint(config: Config) -> int:
+    if config.data.name in ("digits", "cifar10"):
+        return 10
+    root = Path(config.data.root or ".")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    return max(2, sum(1 for p in train_dir.iterdir() if p.is_dir()))
+
+
+def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Config,
+             log: Log = log_stderr) -> dict[str, Any]:
+    """Prune ``model`` in place per ``schedule`` and fine-tune it; returns timings (s)."""
+    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
+    timings: dict[str, Any] = {}
+    start = time.perf_counter()
+    if schedule.prunes_filters:
+        prune.get_pruner("filters").apply(model, example, prune.filter_ratios(model, schedule))
+        recalibrate_batchnorm(model, splits.train, config.finetune.bn_recalibration_images)
+    if schedule.fine_sparsity > 0:
+        ratios = {name: schedule.fine_sparsity for name in prune.fine_layers(model)}
+        prune.get_pruner("fine").apply(model, example, ratios)
+    timings["prune_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if schedule.finetune_epochs > 0 and (schedule.prunes_filters or schedule.fine_sparsity > 0):
+        log(f"fine-tuning {schedule.finetune_epochs} epochs")
+        f = config.finetune
+        train(model, splits.train, schedule.finetune_epochs, f.lr, f.weight_decay,
+              config.data.batch_size, seed=config.baseline.seed)
+    prune.finalize(model)
+    timings["finetune_s"] = time.perf_counter() - start
+    return timings
+
+
+def deployed_accuracy(onnx_path: Path, test: tuple[np.ndarray, np.ndarray],
+                      settings: bench.BenchSettings) -> tuple[float, float]:
+    """Top-1/top-5 (percent) of the deployed model as OpenVINO runs it."""
+    logits = bench.infer(onnx_path, test[0], settings)
+    return topk_accuracy(torch.as_tensor(logits), torch.as_tensor(test[1]))
+
+
+@dataclass
+class Artifact:
+    """What the torch side hands to the benchmark side: a deployable model and its facts."""
+
+    onnx_path: Path
+    top1: float
+    top5: float
+    macs: int
+    params: int
+    verification: list[LayerCheck]
+    timings: dict[str, float]
+
+
+def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, out: Path,
+          baseline_shapes: dict[str, tuple[int, ...]], test: tuple[np.ndarray, np.ndarray],
+          name: str = "model", log: Log = log_stderr) -> Artifact:
+    """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
+    timings = compress(model, schedule, splits, config, log)
+    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
+    macs, n_params = count_macs(model, example)
+    start = time.perf_counter()
+    onnx_path = export_onnx(model.cpu(), example, out / f"{name}.onnx")
+    timings["export_s"] = time.perf_counter() - start
+    if schedule.int8:
+        start = time.perf_counter()
+        calibration, _ = arrays(splits.train, config.quantize.calibration_images)
+        onnx_path = quantize_onnx(onnx_path, out / f"{name}_int8.onnx", calibration)
+        timings["quantize_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    checks = verify(weight_stats(model), baseline_shapes, onnx_path)
+    top1, top5 = deployed_accuracy(onnx_path, test, bench_settings(config))
+    timings["verify_eval_s"] = time.perf_counter() - start
+    return Artifact(onnx_path, top1, top5, macs, n_params, checks, timings)
+
+
+def verdict(schedule: Schedule, checks: list[LayerCheck]) -> dict[str, Any]:
+    """Did the compression reach the deployed model, and is the model physically smaller?"""
+    unreached = [c.layer for c in checks if not c.reached]
+    smaller = [c.layer for c in checks if c.openvino_shape is not None
+               and np.prod(c.openvino_shape) < np.prod(c.baseline_shape)]
+    sparse = [c.layer for c in checks if (c.openvino_sparsity or 0) >= 1.0]
+    notes = []
+    if unreached:
+        notes.append(f"compression did NOT reach the deployed model in {len(unreached)} "
+                     f"layer(s): {', '.join(unreached[:5])}")
+    if schedule.prunes_filters and not smaller:
+        notes.append("filter pruning removed nothing from the deployed model")
+    if schedule.fine_sparsity > 0 and sparse and not smaller:
+        notes.append("zeros are present in ONNX and OpenVINO but tensors stay dense: the same "
+                     "dense kernels run, so fine-grained sparsity alone does not cut latency")
+    return {"reached": not unreached, "unreached_layers": unreached,
+            "smaller_layers": len(smaller), "sparse_layers": len(sparse), "notes": notes}
+
+
+def run_trial(config: Config, params: dict[str, Any], out: Path,
+              log: Log = log_stderr) -> dict[str, Any]:
+    """Run one trial end to end in ``out``; the result dict that ``edge_tune.trial`` prints."""
+    schedule = plan(config, params)
+    set_threads(config.train_threads)
+    started = time.perf_counter()
+    log(f"data: {config.data.name}")
+    splits = load_data(config.data)
+    test = arrays(splits.test)
+    base, base_info = baseline_model(config, splits, log)
+    base_shapes = {k: v[0] for k, v in weight_stats(base).items()}
+    log("baseline: export and accuracy as deployed")
+    baseline = build(copy.deepcopy(base), Schedule(), splits, config, out, base_shapes, test,
+                     name="baseline", log=log)
+    log(f"compressing: {json.dumps(schedule.params)}")
+    artifact = build(copy.deepcopy(base), schedule, splits, config, out, base_shapes, test,
+                     log=log)
+    recipe = schedule.to_recipe(prune.filter_ratios(base, schedule),
+                                prune.fine_layers(base), config.model, config.data.name)
+    (out / "schedule.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    log(f"benchmarking on {config.bench.device}: baseline and model interleaved")
+    measured = bench.benchmark_models({"baseline": baseline.onnx_path,
+                                       "model": artifact.onnx_path}, bench_settings(config))
+    csv_path = bench.write_layers_csv(measured["model"].layers, out / "layers.csv")
+    bench.write_layers_csv(measured["baseline"].layers, out / "baseline_layers.csv")
+    result = {
+        **_figures(artifact, measured["model"]),
+        "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
+        "baseline": {**_figures(baseline, measured["baseline"]), **base_info},
+        "compression": verdict(schedule, artifact.verification),
+        "verification": table(artifact.verification),
+        "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
+        "int8": schedule.int8, "timings": artifact.timings,
+        "onnx": str(artifact.onnx_path), "layers_csv": str(csv_path),
+        "recipe": str(out / "schedule.yaml"), "output": str(out),
+        "bench": asdict(bench_settings(config)), "seconds": time.perf_counter() - started,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return result
+
+
+def _figures(artifact: Artifact, measured: bench.BenchResult) -> dict[str, Any]:
+    return {"top1": artifact.top1, "top5": artifact.top5, **measured.summary(),
+            "params": artifact.params, "macs": artifact.macs}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """``--params`` JSON (or ``@file.json``) as a dict."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UserError(f"--params: no such file {text[1:]!r}")
+        text = path.read_text()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--params: invalid JSON ({err.msg} at char {err.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--params: expected a JSON object like '{{\"filter_ratio\": 0.5}}', "
+                        f"got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m edge_tune.trial", description=(
+        "Compress a trained CNN with the given parameters, fine-tune, export ONNX, verify the "
+        "compression reached ONNX and OpenVINO, and benchmark it against the baseline."))
+    parser.add_argument("--config", help="YAML config (default: the embedded ResNet-20 on digits)")
+    parser.add_argument("--params", default="{}", help=(
+        "JSON object of compression parameters, e.g. '{\"filter_ratio\": 0.5, \"int8\": 1}'; "
+        "names: filter_ratio[_layerN], fine_sparsity, int8, finetune_epochs"))
+    parser.add_argument("--output", help="new directory for the ONNX files, CSVs and result.json "
+                        "(default: runs/trial-<time>; an existing non-empty one is refused)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    params = parse_params(args.params)
+    plan(config, params)
+    out = new_run_dir(args.output, "trial")
+    # NNCF and OpenVINO print progress to stdout: keep stdout for the JSON result alone.
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = run_trial(config, params, out)
+    finally:
+        sys.stdout.flush()
+        os.dup2(real_stdout, 1)
+        os.close(real_stdout)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cli() -> None:
+    """Console entry point."""
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

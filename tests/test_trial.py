@@ -1,0 +1,102 @@
+"""``python -m edge_tune.trial`` as a user runs it: bad input, a fast trial, ResNet-20 claims."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_module
+
+
+def _write(tmp_path: Path, config: dict) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize(("config", "params", "message"), [
+    ({"model": "resnet21"}, "{}", "model: unknown 'resnet21'"),
+    ({"data": {"name": "mnist"}}, "{}", "data.name: unknown 'mnist'"),
+    ({}, '{"filter_ration": 0.5}', "params: unknown 'filter_ration' (did you mean"),
+    ({}, '{"filter_ratio": 1.0}', "params.filter_ratio: expected a value in [0, 1), got 1.0"),
+    ({}, '{"fine_sparsity": 1.5}', "params.fine_sparsity: expected a value in [0, 1)"),
+    ({"data": {"name": "cifar10", "root": "/nonexistent/cifar"}}, "{}",
+     "data.root: no such directory '/nonexistent/cifar'"),
+    ({"bench": {"device": "MYRIAD"}}, "{}", "bench.device: 'MYRIAD' is not available here"),
+    ({}, "{filter_ratio: 0.5}", "--params: invalid JSON"),
+    ({"baseline": {"checkpoint": "/nonexistent.pt"}}, "{}", "baseline.checkpoint: no such file"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, config: dict, params: str,
+                                      message: str) -> None:
+    result = run_module("edge_tune.trial", "--config", _write(tmp_path, config),
+                        "--params", params, "--output", str(tmp_path / "out"), timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "out").exists()  # refused before any work or output
+
+
+def test_unknown_flag_and_existing_output_are_refused(tmp_path: Path) -> None:
+    result = run_module("edge_tune.trial", "--prams", "{}")
+    assert result.returncode == 2 and "unrecognized arguments: --prams" in result.stderr
+    keep = tmp_path / "mine.txt"
+    keep.write_text("precious")
+    result = run_module("edge_tune.trial", "--output", str(tmp_path))
+    assert result.returncode == 2 and "already holds files" in result.stderr
+    assert keep.read_text() == "precious"
+
+
+def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
+    out = tmp_path / "run"
+    params = {"filter_ratio": 0.5, "fine_sparsity": 0.5, "int8": 1}
+    result = run_module("edge_tune.trial", "--config", _write(tmp_path, small_config),
+                        "--params", json.dumps(params), "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    for key in ["top1", "top5", "latency_ms", "latency_p90_ms", "fps", "params", "macs",
+                "baseline", "speedup", "verification", "onnx", "layers_csv"]:
+        assert key in r
+    assert r["baseline"]["top1"] > 50 and 0 <= r["top1"] <= 100 and r["top5"] >= r["top1"]
+    assert r["macs"] < 0.5 * r["baseline"]["macs"] and r["params"] < r["baseline"]["params"]
+    assert r["speedup"] == pytest.approx(r["baseline"]["latency_ms"] / r["latency_ms"])
+    assert r["compression"]["reached"] and r["int8"] and r["onnx"].endswith("model_int8.onnx")
+    conv2 = next(row for row in r["verification"] if row["layer"] == "conv2.weight")
+    assert conv2["openvino_shape"][0] == conv2["baseline_shape"][0] // 2
+    assert conv2["openvino_sparsity"] >= 49.0
+    assert Path(r["layers_csv"]).read_text().startswith("node,type,kernel,ms")
+    recipe = yaml.safe_load((out / "schedule.yaml").read_text())
+    assert set(recipe["pruners"]) == {"filter_pruner_0", "fine_pruner"}
+    assert json.loads((out / "result.json").read_text())["top1"] == r["top1"]
+    assert "[edge_tune] fine-tuning 1 epochs" in result.stderr  # progress on stderr
+
+
+@pytest.mark.slow
+def test_resnet20_filters_and_int8_are_faster_zeros_are_not(tmp_path: Path) -> None:
+    """The study's finding and ours, on the embedded default (ResNet-20 on digits).
+
+    Latency ratios are compared with wide margins (the figures themselves are printed by
+    benchmarks/trial_speedups.py): removing filters and int8 cut latency; zeros do not.
+    """
+    results = {}
+    for name, params in {"filters": {"filter_ratio": 0.5},
+                         "filters_int8": {"filter_ratio": 0.5, "int8": 1},
+                         "zeros": {"fine_sparsity": 0.8}}.items():
+        run = run_module("edge_tune.trial", "--params", json.dumps(params),
+                         "--output", str(tmp_path / name))
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[name] = json.loads(run.stdout)
+    zeros = results["zeros"]
+    assert 0.8 < zeros["speedup"] < 1.25
+    assert zeros["macs"] == zeros["baseline"]["macs"]
+    convs = [r for r in zeros["verification"] if r["layer"] != "conv1.weight"
+             and r["layer"] != "fc.weight"]
+    assert all(r["onnx_sparsity"] >= 79.0 and r["openvino_sparsity"] >= 79.0 for r in convs)
+    assert any("dense kernels" in note for note in zeros["compression"]["notes"])
+    assert results["filters"]["speedup"] > 1.4
+    assert results["filters_int8"]["speedup"] > results["filters"]["speedup"]
+    for r in results.values():
+        assert r["baseline"]["top1"] - r["top1"] <= 2.0  # within 1 point in benchmarks/
