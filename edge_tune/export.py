@@ -25,7 +25,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
-                          output_names=["logits"], verbose=False, report=False)
+                          output_names=["logits"], verbose=False, report=False,
+                          external_data=False)  # one self-contained file to ship
     return Path(path)
 
 

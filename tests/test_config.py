@@ -28,7 +28,7 @@ def test_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     ({"finetune": {"epochs": -1}}, "finetune.epochs: expected an integer >= 0, got -1"),
     ({"finetune": {"epocs": 3}}, "finetune: unknown 'epocs' (did you mean 'epochs'?)"),
     ({"bench": {"precision": "f64"}}, "bench.precision: expected one of f32, f16, bf16, got 'f64'"),
-    ({"data": {"val_fraction": 0.9}}, "data.val_fraction: expected 0.0 <= x < 0.5"),
+    ({"data": {"val_fraction": 0.9}}, "data.val_fraction: expected 0 <= x < 0.5, got 0.9"),
     ({"model": "resnet21"}, "model: unknown 'resnet21' (did you mean 'resnet20_cifar'?)"),
     ({"data": {"name": "mnist"}}, "data.name: unknown 'mnist'"),
     ({"data": 3}, "data.: expected a mapping, got 3"),

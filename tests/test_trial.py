@@ -63,7 +63,7 @@ def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert r["baseline"]["top1"] > 50 and 0 <= r["top1"] <= 100 and r["top5"] >= r["top1"]
     assert r["macs"] < 0.5 * r["baseline"]["macs"] and r["params"] < r["baseline"]["params"]
     assert r["speedup"] == pytest.approx(r["baseline"]["latency_ms"] / r["latency_ms"])
-    assert r["compression"]["reached"] and r["int8"] and r["onnx"].endswith("model_int8.onnx")
+    assert r["compression"]["reached"] and r["int8"] and r["deployed"].endswith("model_int8.xml")
     conv2 = next(row for row in r["verification"] if row["layer"] == "conv2.weight")
     assert conv2["openvino_shape"][0] == conv2["baseline_shape"][0] // 2
     assert conv2["openvino_sparsity"] >= 49.0

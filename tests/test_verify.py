@@ -11,7 +11,7 @@ import torch
 from edge_tune import prune
 from edge_tune.export import export_onnx, weight_stats
 from edge_tune.models import create_model
-from edge_tune.quantize import quantize_onnx
+from edge_tune.quantize import quantize
 from edge_tune.verify import match_name, verify
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
@@ -54,14 +54,16 @@ def test_fp32_export_carries_shapes_and_zeros(sparse_model: tuple) -> None:
 def test_int8_export_is_read_as_stored(sparse_model: tuple, tmp_path: Path) -> None:
     model, path = sparse_model
     calibration = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
-    int8 = quantize_onnx(path, tmp_path / "q.onnx", calibration)
-    rows = {r.layer: r for r in verify(weight_stats(model), model.baseline_shapes, int8)}
-    assert all(r.reached for r in rows.values())
+    int8 = quantize(path, tmp_path / "q.xml", calibration)
+    assert int8.suffix == ".xml" and int8.with_suffix(".bin").is_file()
+    rows = {r.layer: r for r in verify(weight_stats(model), model.baseline_shapes, path, int8)}
+    assert len(rows) == 22 and all(r.reached for r in rows.values()), [
+        r for r in rows.values() if not r.reached]
     assert rows["layer3.2.conv2.weight"].openvino_sparsity >= 80.0
-    import onnx
+    assert rows["layer2.1.conv1.weight"].openvino_shape == [16, 32, 3, 3]
+    from edge_tune.verify import openvino_weights
 
-    types = {i.name: i.data_type for i in onnx.load(str(int8)).graph.initializer}
-    assert onnx.TensorProto.INT8 in types.values()
+    assert {a.dtype.name for a in openvino_weights(int8).values()} == {"int8"}
 
 
 def test_unreached_compression_is_reported(sparse_model: tuple) -> None:

@@ -1,0 +1,80 @@
+"""Search spaces: continuous parameters with bounds, read from ``search_spaces/*.yaml``.
+
+    parameters:
+      filter_ratio: [0.0, 0.8]      # low, high (floats; BayesOptSearch takes only these)
+      int8: [0.0, 1.0]
+
+Names must be compression parameters the trial knows (``edge_tune.recipe.PARAMETERS``) and
+bounds must lie inside each parameter's valid range, low < high.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_tune.config import read_yaml
+from edge_tune.errors import UserError, unknown
+from edge_tune.recipe import PARAMETERS, check_param
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Bounds (low, high) per tuned parameter, and where they were read from."""
+
+    bounds: dict[str, tuple[float, float]]
+    source: str
+
+    def tune_space(self) -> dict[str, Any]:
+        """Ray Tune's ``param_space`` (uniform floats)."""
+        from ray import tune
+
+        return {name: tune.uniform(low, high) for name, (low, high) in self.bounds.items()}
+
+
+def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchSpace:
+    """Validate ``{parameters: {name: [low, high]}}`` and build a :class:`SearchSpace`."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict):
+        raise UserError(f"{key}: expected a mapping with 'parameters: {{name: [low, high]}}', "
+                        f"got {raw!r}")
+    extra = set(raw) - {"parameters", "description"}
+    if extra:
+        raise unknown(key, sorted(extra)[0], ["parameters", "description"])
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, pair in raw["parameters"].items():
+        path = f"{key}.parameters.{name}"
+        if name not in PARAMETERS:
+            raise unknown(f"{key}.parameters", str(name), PARAMETERS)
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise UserError(f"{path}: expected [low, high], got {pair!r}")
+        low, high = pair
+        for value in (low, high):
+            try:
+                check_param(name, value)
+            except UserError:
+                spec = PARAMETERS[name]
+                bracket = ")" if spec.high_open else "]"
+                raise UserError(f"{path}: bound {value!r} outside [{spec.low:g}, {spec.high:g}"
+                                f"{bracket}") from None
+        if not low < high:
+            raise UserError(f"{path}: bounds inverted or empty, expected low < high, "
+                            f"got [{low}, {high}]")
+        bounds[name] = (float(low), float(high))
+    if not bounds:
+        raise UserError(f"{key}.parameters: empty; name at least one of {', '.join(PARAMETERS)}")
+    return SearchSpace(bounds, source)
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """A search space by file path, or by name in the packaged ``search_spaces/`` folder."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SPACES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        raise UserError(f"tune.search_space: no such file or space {name_or_path!r}; "
+                        f"packaged spaces: {', '.join(names)}")
+    return space_from_dict(read_yaml(path), str(path), "search_space")

@@ -1,0 +1,374 @@
+"""The tuner: ``python -m edge_tune.tune`` searches compression parameters with Ray Tune.
+
+Data flow: config -> search space -> BayesOptSearch proposes params -> trial (compress,
+fine-tune, export, int8 on the trial's own CPU/GPU) -> benchmark actor on the ``ncs`` node
+(serialised, baseline interleaved) -> objective -> searcher; trials.jsonl, best artifacts and
+summary.json in the run directory; every trial mirrored to W&B (offline without a key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
+from edge_tune.config import Config, config_to_dict, load_config
+from edge_tune.errors import UserError, run_cli
+from edge_tune.objective import Threshold, objective
+from edge_tune.output import new_run_dir
+from edge_tune.space import SearchSpace, load_space
+from edge_tune.trial import bench_settings, log_stderr
+
+EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs from the driver (shipped once through Ray's object store)."""
+
+    config: Config
+    base_state: dict[str, Any]  # baseline state_dict (CPU tensors)
+    base_shapes: dict[str, tuple[int, ...]]
+    baseline_top1: float
+    threshold_top1: float
+
+
+def trainable(params: dict[str, float], context: TrialContext) -> None:
+    """One Ray Tune trial: a plain chain of the stage functions, then one report."""
+    import ray
+    import torch
+    from ray import tune
+
+    from edge_tune import bench
+    from edge_tune.data import load_data
+    from edge_tune.models import create_model, model_stages
+    from edge_tune.recipe import schedule_from_params
+    from edge_tune.train import set_threads
+    from edge_tune.trial import arrays, build, write_recipe
+
+    started = time.time()
+    config = context.config
+    set_threads(config.train_threads)
+    splits = load_data(config.data)
+    model = create_model(config.model, splits.num_classes)
+    model.load_state_dict(context.base_state)
+    if config.tune.trial_gpus > 0 and torch.cuda.is_available():
+        model.cuda()
+    schedule = schedule_from_params(params, model_stages(model), config.finetune.epochs)
+    out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
+    artifact = build(model, schedule, splits, config, out, context.base_shapes,
+                     arrays(splits.test), log=lambda _: None)
+    write_recipe(schedule, create_model(config.model, splits.num_classes), config,
+                 out / "schedule.yaml")
+    _save_ir(artifact.deployed, out)
+    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    asked = time.time()
+    measured = ray.get(actor.benchmark.remote(model_files(artifact.deployed)))
+    layers = [bench.LayerTime(**row) for row in measured["layers"]]
+    bench.write_layers_csv(layers, out / "layers.csv")
+    model_ms, base_ms = measured["model"]["latency_ms"], measured["baseline"]["latency_ms"]
+    metrics = {
+        "objective": objective(artifact.top1, model_ms, base_ms, context.threshold_top1),
+        "top1": artifact.top1, "top5": artifact.top5, "latency_ms": model_ms,
+        "latency_p90_ms": measured["model"]["latency_p90_ms"], "fps": measured["model"]["fps"],
+        "cv": measured["model"]["cv"], "baseline_latency_ms": base_ms,
+        "baseline_top1": context.baseline_top1, "speedup": base_ms / model_ms,
+        "feasible": artifact.top1 >= context.threshold_top1, "macs": artifact.macs,
+        "params": artifact.params, "int8": schedule.int8,
+        "finetune_epochs": schedule.finetune_epochs,
+        "reached": all(c.reached for c in artifact.verification),
+        "bench_wait_s": measured["started"] - asked,
+        "bench_start": measured["started"], "bench_end": measured["ended"],
+        "trial_s": time.time() - started, **artifact.timings,
+    }
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(out)))
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _save_ir(deployed: Path, out: Path) -> None:
+    """Keep an OpenVINO IR (``model.xml``/``.bin``) of every f32 model too (int8 already is)."""
+    if deployed.suffix == ".onnx":
+        import openvino as ov
+
+        ov.save_model(ov.Core().read_model(str(deployed)), str(out / "model.xml"),
+                      compress_to_fp16=False)
+
+
+def validate(config: Config, space: SearchSpace) -> None:
+    """Every cheap check before Ray starts: params vs model, points, data, device, checkpoint."""
+    from edge_tune import bench
+    from edge_tune.baseline import check_baseline
+    from edge_tune.data import check_data
+    from edge_tune.models import MODELS, model_stages
+    from edge_tune.recipe import schedule_from_params
+
+    stages = model_stages(MODELS[config.model](10))
+    schedule_from_params({name: low for name, (low, _) in space.bounds.items()}, stages, 0)
+    for i, point in enumerate(config.tune.points_to_evaluate):
+        missing = sorted(set(space.bounds) - set(point))
+        extra = sorted(set(point) - set(space.bounds))
+        if missing or extra:
+            raise UserError(f"tune.points_to_evaluate[{i}]: must name exactly the search space's "
+                            f"parameters ({', '.join(space.bounds)}); "
+                            + (f"missing {missing}" if missing else f"not in the space {extra}"))
+        for name, value in point.items():
+            low, high = space.bounds[name]
+            if not low <= value <= high:
+                raise UserError(f"tune.points_to_evaluate[{i}].{name}: {value} outside the "
+                                f"search space's [{low}, {high}]")
+    check_data(config.data)
+    bench.check_device(config.bench.device)
+    if config.data.name != "imagefolder":
+        check_baseline(config, num_classes=10)
+
+
+def connect(address: str | None, config: Config) -> Any:
+    """Start a local Ray (this node gets the ``ncs`` resource) or join a cluster that has one."""
+    import ray
+
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False,
+                              "configure_logging": True, "logging_level": "ERROR"}
+    if address is None:
+        context = ray.init(resources={"ncs": 1}, include_dashboard=True,
+                           dashboard_host="127.0.0.1", **kwargs)
+    else:
+        try:
+            context = ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"--address: cannot join Ray cluster {address!r}: {first}") from None
+    resources = ray.cluster_resources()
+    if resources.get("ncs", 0) < 1:
+        ray.shutdown()
+        raise UserError(f"--address: the Ray cluster at {address!r} has no node with the 'ncs' "
+                        "resource (start the edge node with --resources='{\"ncs\": 1}')")
+    if config.tune.trial_gpus > resources.get("GPU", 0):
+        ray.shutdown()
+        raise UserError(f"tune.trial_gpus: {config.tune.trial_gpus} per trial, but the cluster "
+                        f"has {resources.get('GPU', 0):g} GPUs")
+    return context
+
+
+def start_actor(baseline_model: Path, config: Config) -> Any:
+    """The benchmark actor on the ``ncs`` node, one measurement at a time."""
+    import ray
+
+    remote = ray.remote(BenchActor).options(
+        name=ACTOR_NAME, namespace=NAMESPACE, resources={"ncs": 1}, num_cpus=0,
+        max_concurrency=1, max_restarts=3, max_task_retries=1)
+    actor: Any = remote.remote(model_files(baseline_model), bench_settings(config))
+    ray.get(actor.info.remote())  # fail here, not in the first trial, if it cannot start
+    return actor
+
+
+def _wandb_callback(config: Config, out: Path, run_name: str) -> Any:
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    folder = (out / "wandb").resolve()
+    folder.mkdir(exist_ok=True)
+    return WandbLoggerCallback(project=config.tune.wandb_project, group=run_name, mode=mode,
+                               dir=str(folder), log_config=False)
+
+
+def _progress_callback(total: int) -> Any:
+    """A Tune callback printing one line per finished trial (stderr) with its figures."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+            params = ", ".join(f"{k}={v:.2f}" for k, v in trial.config.items())
+            log_stderr(f"trial {done}/{total} {trial.trial_id}: {params} -> top-1 "
+                       f"{result['top1']:.2f}%, {result['latency_ms']:.3f} ms, "
+                       f"{result['speedup']:.2f}x, objective {result['objective']:.3f}")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any,
+                           **info: Any) -> None:
+            log_stderr(f"trial {trial.trial_id} failed: see trials.jsonl")
+
+    return Progress()
+
+
+def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
+             wandb: bool) -> dict[str, Any]:
+    """Run the experiment into ``out``; returns the summary written to summary.json."""
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.bayesopt import BayesOptSearch
+
+    from edge_tune.data import load_data
+    from edge_tune.train import set_threads
+    from edge_tune.trial import arrays, prepare_baseline
+
+    started = time.time()
+    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    set_threads(config.train_threads)
+    splits = load_data(config.data)
+    base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
+    threshold = Threshold(config.tune.threshold.min_top1, config.tune.threshold.max_drop)
+    threshold_top1 = threshold.value(base.artifact.top1)
+    log_stderr(f"baseline top-1 {base.artifact.top1:.2f}% (as deployed); threshold "
+               f"{threshold_top1:.2f}%")
+    if wandb:
+        os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY")
+                              else "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+    context = connect(address, config)
+    dashboard = getattr(context, "dashboard_url", "") or ""
+    if dashboard:
+        log_stderr(f"Ray dashboard: http://{dashboard}")
+    try:
+        actor = start_actor(base.artifact.deployed, config)  # held: a named actor dies with
+        ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
+                           base.shapes, base.artifact.top1, threshold_top1)
+        searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
+                                  random_search_steps=config.tune.random_steps,
+                                  points_to_evaluate=config.tune.points_to_evaluate or None,
+                                  patience=config.tune.num_samples)
+        callbacks: list[Any] = [_progress_callback(config.tune.num_samples)]
+        if wandb:
+            callbacks.append(_wandb_callback(config, out, out.name))
+        resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trainable, context=ctx), resources),
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, config.tune.max_concurrent),
+                num_samples=config.tune.num_samples),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
+                verbose=0))
+        results = tuner.fit()
+        del actor  # its last handle: the actor ends with the experiment
+        summary = collect(results, out, base, threshold_top1, config, space)
+    finally:
+        ray.shutdown()
+    summary["seconds"] = time.time() - started
+    summary["dashboard"] = f"http://{dashboard}" if dashboard else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def collect(results: Any, out: Path, base: Any, threshold_top1: float, config: Config,
+            space: SearchSpace) -> dict[str, Any]:
+    """trials.jsonl, the best trial's artifacts in ``out/best``, and the summary dict."""
+    rows = []
+    for result in results:
+        metrics = {k: v for k, v in (result.metrics or {}).items()
+                   if isinstance(v, int | float | bool | str) and k not in ("config",)}
+        rows.append({"id": metrics.get("trial_id") or Path(result.path).name,
+                     "status": "error" if result.error else "completed",
+                     "params": result.config, "metrics": metrics,
+                     "error": None if result.error is None else _one_line(result.error),
+                     "checkpoint": None if result.checkpoint is None else result.checkpoint.path})
+    with (out / "trials.jsonl").open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    done = [r for r in rows if r["status"] == "completed" and "objective" in r["metrics"]]
+    best = min(done, key=lambda r: r["metrics"]["objective"]) if done else None
+    feasible = [r for r in done if r["metrics"].get("feasible")]
+    summary: dict[str, Any] = {
+        "baseline": {"top1": base.artifact.top1, "top5": base.artifact.top5,
+                     "latency_ms": float(np.median([r["metrics"]["baseline_latency_ms"]
+                                                    for r in done])) if done else None,
+                     "macs": base.artifact.macs, "params": base.artifact.params},
+        "threshold": {"top1": threshold_top1, "min_top1": config.tune.threshold.min_top1,
+                      "max_drop": config.tune.threshold.max_drop},
+        "search_space": {"source": space.source, "bounds": space.bounds},
+        "trials_completed": len(done), "trials_errored": len(rows) - len(done),
+        "trials_feasible": len(feasible), "best": None,
+    }
+    if best is not None:
+        m = best["metrics"]
+        summary["best"] = {"id": best["id"], "params": best["params"], "top1": m["top1"],
+                           "latency_ms": m["latency_ms"], "latency_p90_ms": m["latency_p90_ms"],
+                           "baseline_latency_ms": m["baseline_latency_ms"],
+                           "speedup": m["speedup"], "objective": m["objective"],
+                           "feasible": m["feasible"], "macs": m["macs"], "int8": m["int8"]}
+        if best["checkpoint"]:
+            shutil.copytree(best["checkpoint"], out / "best")
+            summary["best"]["files"] = sorted(p.name for p in (out / "best").iterdir())
+    return summary
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    tail = [line for line in text if line.strip()][-1:] or [type(error).__name__]
+    return tail[0][:500]
+
+
+def print_table(summary: dict[str, Any], out: Path) -> None:
+    """Baseline vs best, the counts and where everything is (stdout)."""
+    b, best = summary["baseline"], summary["best"]
+    print(f"\n{'':10} {'top-1 %':>8} {'latency ms':>11} {'MACs':>8} {'speed-up':>9}")
+    print(f"{'baseline':10} {b['top1']:8.2f} {b['latency_ms'] or 0:11.3f} "
+          f"{b['macs'] / 1e6:7.1f}M {1:8.2f}x")
+    if best:
+        print(f"{'best':10} {best['top1']:8.2f} {best['latency_ms']:11.3f} "
+              f"{best['macs'] / 1e6:7.1f}M {best['speedup']:8.2f}x"
+              f"{'' if best['feasible'] else '  (below threshold)'}")
+        print(f"best params: {json.dumps({k: round(v, 3) for k, v in best['params'].items()})}")
+    print(f"threshold top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
+          f"{summary['trials_completed']} completed ({summary['trials_feasible']} above the "
+          f"threshold), {summary['trials_errored']} errored")
+    print(f"run directory: {out} (summary.json, trials.jsonl, best/)")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m edge_tune.tune", description=(
+        "Search compression parameters (filter removal, int8, fine-tuning length) for the "
+        "lowest latency on the edge device that keeps top-1 above the threshold. With no "
+        "arguments: ResNet-20 on scikit-learn's digits, 20 trials, on this machine."))
+    parser.add_argument("--config", help="YAML config (default: the embedded ResNet-20 on "
+                        "digits); its tune: section sets the space, budget and threshold")
+    parser.add_argument("--num-samples", type=int, help="number of trials (tune.num_samples)")
+    parser.add_argument("--output", help="new run directory (default: runs/tune-<time>); one "
+                        "that already holds files is refused")
+    parser.add_argument("--address", help="join a running Ray cluster (auto, HOST:PORT or "
+                        "ray://HOST:PORT); it must have a node with the 'ncs' resource. Default: "
+                        "start Ray here and give this node 'ncs'")
+    parser.add_argument("--seed", type=int, help="searcher seed (tune.seed)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not mirror trials to "
+                        "Weights & Biases (default: mirror; offline when WANDB_API_KEY is unset)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise UserError(f"--num-samples: expected an integer >= 1, got {args.num_samples}")
+        config = replace(config, tune=replace(config.tune, num_samples=args.num_samples))
+    if args.seed is not None:
+        config = replace(config, tune=replace(config.tune, seed=args.seed))
+    space = load_space(config.tune.search_space)
+    validate(config, space)
+    out = new_run_dir(args.output, "tune")
+    summary = run_tune(config, space, out, args.address, wandb=not args.no_wandb)
+    print_table(summary, out)
+    return 0
+
+
+def cli() -> None:
+    """Console entry point."""
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
