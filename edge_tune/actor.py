@@ -71,6 +71,10 @@ class BenchActor:
                 "started": started, "ended": time.time(), "call": self.calls}
 
     def info(self) -> dict[str, Any]:
-        """Where the actor runs: host, process id, device, calls served."""
-        return {"host": socket.gethostname(), "pid": os.getpid(),
+        """Where the actor runs: Ray node id, host, process id, device, calls served."""
+        import ray
+
+        in_ray = ray.is_initialized()  # get_runtime_context() would start a local Ray
+        return {"node_id": ray.get_runtime_context().get_node_id() if in_ray else None,
+                "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls}

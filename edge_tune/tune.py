@@ -58,7 +58,8 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
 
     started = time.time()
     config = context.config
-    set_threads(config.train_threads)
+    # 0 = the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it.
+    set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     splits = load_data(config.data)
     model = create_model(config.model, splits.num_classes)
     model.load_state_dict(context.base_state)
@@ -87,7 +88,8 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
         "params": artifact.params, "int8": schedule.int8,
         "finetune_epochs": schedule.finetune_epochs,
         "reached": all(c.reached for c in artifact.verification),
-        "bench_wait_s": measured["started"] - asked,
+        "bench_wait_s": measured["started"] - asked, "bench_call": measured["call"],
+        "trial_node_id": ray.get_runtime_context().get_node_id(),
         "bench_start": measured["started"], "bench_end": measured["ended"],
         "trial_s": time.time() - started, **artifact.timings,
     }
@@ -232,6 +234,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
         log_stderr(f"Ray dashboard: http://{dashboard}")
     try:
         actor = start_actor(base.artifact.deployed, config)  # held: a named actor dies with
+        actor_info = ray.get(actor.info.remote())  # its last handle
         ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
                            base.shapes, base.artifact.top1, threshold_top1)
         searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
@@ -255,6 +258,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
         results = tuner.fit()
         del actor  # its last handle: the actor ends with the experiment
         summary = collect(results, out, base, threshold_top1, config, space)
+        summary["bench_actor"] = actor_info
     finally:
         ray.shutdown()
     summary["seconds"] = time.time() - started
@@ -357,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, tune=replace(config.tune, num_samples=args.num_samples))
     if args.seed is not None:
         config = replace(config, tune=replace(config.tune, seed=args.seed))
+    if config.tune.trial_cpus == 0:
+        cpus = max(1, (os.cpu_count() or 1) // config.tune.max_concurrent)
+        config = replace(config, tune=replace(config.tune, trial_cpus=float(cpus)))
     space = load_space(config.tune.search_space)
     validate(config, space)
     out = new_run_dir(args.output, "tune")

@@ -14,7 +14,7 @@ def test_digits_split_is_fixed_shaped_and_normalised() -> None:
     splits = load_data(DataConfig())
     again = load_data(DataConfig())
     assert len(splits.train) + len(splits.val) + len(splits.test) == 1797
-    assert len(splits.test) == pytest.approx(270, abs=10)
+    assert len(splits.test) == pytest.approx(450, abs=10)
     x, y = splits.test[0]
     assert x.shape == (3, 32, 32) and 0 <= int(y) < 10
     assert torch.equal(splits.test[5][0], again.test[5][0])

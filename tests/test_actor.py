@@ -1,0 +1,72 @@
+"""The benchmark actor, alone and as a real Ray actor on the node with the ``ncs`` resource."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_tune.actor import BenchActor, model_files
+from edge_tune.bench import BenchSettings
+from edge_tune.config import config_from_dict
+from edge_tune.export import export_onnx
+from edge_tune.models import create_model
+
+SETTINGS = BenchSettings(warmup=5, iterations=200, rounds=2, fps_seconds=0.1)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("actor")
+    example = torch.zeros(1, 3, 32, 32)
+    return {"small": export_onnx(create_model("simple_cnn", 10), example, folder / "s.onnx"),
+            "resnet": export_onnx(create_model("resnet20_cifar", 10), example, folder / "r.onnx")}
+
+
+def test_actor_benchmarks_against_its_baseline(models: dict[str, Path]) -> None:
+    actor = BenchActor(model_files(models["resnet"]), SETTINGS)
+    result = actor.benchmark(model_files(models["small"]))
+    assert result["model"]["latency_ms"] < result["baseline"]["latency_ms"]
+    assert result["layers"] and result["started"] <= result["ended"] and result["call"] == 1
+    assert actor.info()["calls"] == 1
+
+
+def test_model_files_carry_ir_weights(tmp_path: Path) -> None:
+    (tmp_path / "m.xml").write_text("<net/>")
+    (tmp_path / "m.bin").write_bytes(b"\x00\x01")
+    assert list(model_files(tmp_path / "m.xml")) == ["m.xml", "m.bin"]
+
+
+def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) -> None:
+    import ray
+
+    from edge_tune.tune import start_actor
+
+    ray.init(num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
+             namespace="edge_tune_test", log_to_driver=False)
+    try:
+        actor = start_actor(models["resnet"], config_from_dict(
+            {"bench": {"warmup": 5, "iterations": 200, "rounds": 2, "fps_seconds": 0.1}}))
+        info = ray.get(actor.info.remote())
+        node = next(n for n in ray.nodes() if n["NodeID"] == info["node_id"])
+        assert node["Resources"].get("ncs") == 1
+        files = model_files(models["small"])
+        results: list[dict] = []
+
+        def call() -> None:
+            results.append(ray.get(actor.benchmark.remote(files, per_layer=False)))
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        spans = sorted((r["started"], r["ended"]) for r in results)
+        assert len(spans) == 3
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert end <= start, f"benchmarks overlapped: {spans}"
+    finally:
+        ray.shutdown()

@@ -1,0 +1,116 @@
+"""``python -m edge_tune.tune`` for real: local Ray, the ncs actor, BayesOptSearch, W&B offline."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_module
+from tests.wandb_files import history
+
+
+def _config(tmp_path: Path, small_config: dict, **tune: object) -> str:
+    config = {**small_config, "tune": {"search_space": "default", **tune}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize(("tune", "space", "message"), [
+    ({}, {"filter_ratoi": [0.0, 0.5]}, "search_space.parameters: unknown 'filter_ratoi'"),
+    ({}, {"filter_ratio": [0.7, 0.2]}, "search_space.parameters.filter_ratio: bounds inverted"),
+    ({"threshold": {"min_top1": 120}}, None, "tune.threshold.min_top1: expected 0 <= x <= 100, "
+                                               "got 120"),
+    ({"threshold": {"max_drop": -1}}, None, "tune.threshold.max_drop: expected 0 <= x <= 100"),
+    ({"points_to_evaluate": [{"filter_ratio": 0.5}]}, None,
+     "tune.points_to_evaluate[0]: must name exactly the search space's parameters"),
+])
+def test_bad_tune_config_fails_fast_before_ray(tmp_path: Path, small_config: dict, tune: dict,
+                                               space: dict | None, message: str) -> None:
+    if space is not None:
+        (tmp_path / "space.yaml").write_text(yaml.safe_dump({"parameters": space}))
+        tune = {**tune, "search_space": str(tmp_path / "space.yaml")}
+    config = {**small_config, "tune": {"search_space": "default", **tune}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    result = run_module("edge_tune.tune", "--config", str(tmp_path / "c.yaml"),
+                        "--output", str(tmp_path / "out"), timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+    assert elapsed < 10  # measured ~3 s here (interpreter + torch import); the limit is slack
+
+
+def test_help_explains_every_flag() -> None:
+    result = run_module("edge_tune.tune", "--help", timeout=60)
+    assert result.returncode == 0
+    for flag in ["--config", "--num-samples", "--output", "--address", "--seed", "--no-wandb"]:
+        assert flag in result.stdout
+
+
+def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
+    out = tmp_path / "run"
+    env_key = os.environ.pop("WANDB_API_KEY", None)
+    try:
+        result = run_module("edge_tune.tune", "--config", _config(
+            tmp_path, small_config, max_concurrent=2, random_steps=2,
+            points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 2.0}]),
+            "--num-samples", "3", "--seed", "1", "--output", str(out), timeout=900)
+    finally:
+        if env_key is not None:
+            os.environ["WANDB_API_KEY"] = env_key
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert summary["trials_completed"] == 3 and summary["trials_errored"] == 0
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    # the hand-made starting point ran first, as given
+    first = min(rows, key=lambda r: r["metrics"]["bench_call"])
+    assert first["params"] == {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 2.0}
+    best = summary["best"]
+    assert best["objective"] == min(r["metrics"]["objective"] for r in rows)
+    assert best["speedup"] == pytest.approx(best["baseline_latency_ms"] / best["latency_ms"])
+    for key in ["top1", "latency_ms"]:
+        assert key in summary["baseline"]
+    assert summary["threshold"]["top1"] == pytest.approx(summary["baseline"]["top1"] - 1.0)
+    files = set(best["files"])
+    assert "schedule.yaml" in files and "layers.csv" in files
+    assert any(f.endswith(".onnx") for f in files) and any(f.endswith(".xml") for f in files)
+    # one actor on the ncs node served every trial, one benchmark at a time
+    spans = sorted((r["metrics"]["bench_start"], r["metrics"]["bench_end"]) for r in rows)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start
+    assert sorted(r["metrics"]["bench_call"] for r in rows) == [1, 2, 3]
+    assert summary["bench_actor"]["calls"] == 0  # read before the trials ran
+    assert summary["bench_actor"]["node_id"]
+    # W&B offline: a run per trial holding its metrics
+    runs = sorted((out / "wandb").rglob("run-*.wandb"))
+    assert len(runs) == 3
+    by_id = {r["id"]: r for r in rows}
+    for run in runs:
+        trial_id = run.stem.removeprefix("run-")
+        logged = history(run)
+        assert logged["speedup"] == pytest.approx(by_id[trial_id]["metrics"]["speedup"])
+        assert logged["top1"] == pytest.approx(by_id[trial_id]["metrics"]["top1"])
+    assert "best" in result.stdout and "baseline" in result.stdout
+    assert "Ray dashboard: http://127.0.0.1:" in result.stderr
+
+
+def test_no_wandb_and_refused_output(tmp_path: Path, small_config: dict) -> None:
+    out = tmp_path / "run"
+    result = run_module("edge_tune.tune", "--config", _config(tmp_path, small_config,
+                                                              random_steps=1),
+                        "--num-samples", "1", "--no-wandb", "--output", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (out / "wandb").exists()
+    assert json.loads((out / "summary.json").read_text())["trials_completed"] == 1
+    again = run_module("edge_tune.tune", "--output", str(out), timeout=60)
+    assert again.returncode == 2 and "already holds files" in again.stderr
