@@ -37,7 +37,7 @@ class DataConfig:
 class BaselineConfig:
     """The trained model that compression starts from."""
 
-    epochs: int = 10
+    epochs: int = 20  # digits: 10 epochs left validation top-1 at 98.1%, 20 reached 99.3-99.6%
     lr: float = 0.1  # SGD, cosine schedule, momentum 0.9
     weight_decay: float = 5e-4
     seed: int = 0
@@ -71,7 +71,7 @@ class BenchConfig:
     warmup: int = 50  # inferences before timing
     iterations: int = 300  # timed batch-1 synchronous inferences per model
     rounds: int = 5  # baseline and candidate alternate in this many blocks
-    fps_seconds: float = 0.5  # s of asynchronous inference for throughput
+    fps_seconds: float = 0.25  # s of asynchronous inference for throughput
 
 
 @dataclass(frozen=True)

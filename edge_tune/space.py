@@ -3,6 +3,8 @@
     parameters:
       filter_ratio: [0.0, 0.8]      # low, high (floats; BayesOptSearch takes only these)
       int8: [0.0, 1.0]
+    points_to_evaluate:             # optional hand-made starting points, tried first
+      - {filter_ratio: 0.5, int8: 1.0}
 
 Names must be compression parameters the trial knows (``edge_tune.recipe.PARAMETERS``) and
 bounds must lie inside each parameter's valid range, low < high.
@@ -10,7 +12,7 @@ bounds must lie inside each parameter's valid range, low < high.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ class SearchSpace:
 
     bounds: dict[str, tuple[float, float]]
     source: str
+    points: list[dict[str, float]] = field(default_factory=list)  # starting points
 
     def tune_space(self) -> dict[str, Any]:
         """Ray Tune's ``param_space`` (uniform floats)."""
@@ -40,9 +43,10 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
     if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict):
         raise UserError(f"{key}: expected a mapping with 'parameters: {{name: [low, high]}}', "
                         f"got {raw!r}")
-    extra = set(raw) - {"parameters", "description"}
+    keys = ["parameters", "points_to_evaluate", "description"]
+    extra = set(raw) - set(keys)
     if extra:
-        raise unknown(key, sorted(extra)[0], ["parameters", "description"])
+        raise unknown(key, sorted(extra)[0], keys)
     bounds: dict[str, tuple[float, float]] = {}
     for name, pair in raw["parameters"].items():
         path = f"{key}.parameters.{name}"
@@ -65,7 +69,30 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
         bounds[name] = (float(low), float(high))
     if not bounds:
         raise UserError(f"{key}.parameters: empty; name at least one of {', '.join(PARAMETERS)}")
-    return SearchSpace(bounds, source)
+    space = SearchSpace(bounds, source)
+    points = raw.get("points_to_evaluate") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise UserError(f"{key}.points_to_evaluate: expected a list of {{name: value}}, "
+                        f"got {points!r}")
+    check_points(space, points, f"{key}.points_to_evaluate")
+    return SearchSpace(bounds, source, [{k: float(v) for k, v in p.items()} for p in points])
+
+
+def check_points(space: SearchSpace, points: list[dict[str, Any]], key: str) -> None:
+    """Each starting point names exactly the space's parameters, each inside its bounds."""
+    for i, point in enumerate(points):
+        missing = sorted(set(space.bounds) - set(point))
+        extra = sorted(set(point) - set(space.bounds))
+        if missing or extra:
+            raise UserError(f"{key}[{i}]: must name exactly the search space's parameters "
+                            f"({', '.join(space.bounds)}); "
+                            + (f"missing {missing}" if missing else f"not in the space {extra}"))
+        for name, value in point.items():
+            low, high = space.bounds[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not low <= value <= high:
+                raise UserError(f"{key}[{i}].{name}: {value!r} outside the search space's "
+                                f"[{low:g}, {high:g}]")
 
 
 def load_space(name_or_path: str) -> SearchSpace:

@@ -26,10 +26,13 @@ from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.errors import UserError, run_cli
 from edge_tune.objective import Threshold, objective
 from edge_tune.output import new_run_dir
-from edge_tune.space import SearchSpace, load_space
+from edge_tune.space import SearchSpace, check_points, load_space
 from edge_tune.trial import bench_settings, log_stderr
 
 EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
+
+
+_SPLITS: dict[Any, Any] = {}  # DataConfig -> Splits, kept across trials of a reused worker
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,10 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
     config = context.config
     # 0 = the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it.
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
-    splits = load_data(config.data)
+    if config.data not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[config.data] = load_data(config.data)
+    splits = _SPLITS[config.data]
     model = create_model(config.model, splits.num_classes)
     model.load_state_dict(context.base_state)
     if config.tune.trial_gpus > 0 and torch.cuda.is_available():
@@ -116,18 +122,7 @@ def validate(config: Config, space: SearchSpace) -> None:
 
     stages = model_stages(MODELS[config.model](10))
     schedule_from_params({name: low for name, (low, _) in space.bounds.items()}, stages, 0)
-    for i, point in enumerate(config.tune.points_to_evaluate):
-        missing = sorted(set(space.bounds) - set(point))
-        extra = sorted(set(point) - set(space.bounds))
-        if missing or extra:
-            raise UserError(f"tune.points_to_evaluate[{i}]: must name exactly the search space's "
-                            f"parameters ({', '.join(space.bounds)}); "
-                            + (f"missing {missing}" if missing else f"not in the space {extra}"))
-        for name, value in point.items():
-            low, high = space.bounds[name]
-            if not low <= value <= high:
-                raise UserError(f"tune.points_to_evaluate[{i}].{name}: {value} outside the "
-                                f"search space's [{low}, {high}]")
+    check_points(space, config.tune.points_to_evaluate, "tune.points_to_evaluate")
     check_data(config.data)
     bench.check_device(config.bench.device)
     if config.data.name != "imagefolder":
@@ -237,9 +232,11 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
         actor_info = ray.get(actor.info.remote())  # its last handle
         ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
                            base.shapes, base.artifact.top1, threshold_top1)
+        # the config's starting points replace the space's own
+        points = config.tune.points_to_evaluate or space.points
         searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
                                   random_search_steps=config.tune.random_steps,
-                                  points_to_evaluate=config.tune.points_to_evaluate or None,
+                                  points_to_evaluate=points or None,
                                   patience=config.tune.num_samples)
         callbacks: list[Any] = [_progress_callback(config.tune.num_samples)]
         if wandb:
@@ -250,7 +247,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
             param_space=space.tune_space(),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, config.tune.max_concurrent),
-                num_samples=config.tune.num_samples),
+                num_samples=config.tune.num_samples, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),

@@ -62,7 +62,7 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     try:
         result = run_module("edge_tune.tune", "--config", _config(
             tmp_path, small_config, max_concurrent=2, random_steps=2,
-            points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 2.0}]),
+            points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0}]),
             "--num-samples", "3", "--seed", "1", "--output", str(out), timeout=900)
     finally:
         if env_key is not None:
@@ -74,7 +74,7 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
     # the hand-made starting point ran first, as given
     first = min(rows, key=lambda r: r["metrics"]["bench_call"])
-    assert first["params"] == {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 2.0}
+    assert first["params"] == {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0}
     best = summary["best"]
     assert best["objective"] == min(r["metrics"]["objective"] for r in rows)
     assert best["speedup"] == pytest.approx(best["baseline_latency_ms"] / best["latency_ms"])
