@@ -72,9 +72,8 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert summary["trials_completed"] == 3 and summary["trials_errored"] == 0
     assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
-    # the hand-made starting point ran first, as given
-    first = min(rows, key=lambda r: r["metrics"]["bench_call"])
-    assert first["params"] == {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0}
+    # the hand-made starting point ran, as given (two trials start at once: order is free)
+    assert {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0} in [r["params"] for r in rows]
     best = summary["best"]
     assert best["objective"] == min(r["metrics"]["objective"] for r in rows)
     assert best["speedup"] == pytest.approx(best["baseline_latency_ms"] / best["latency_ms"])
