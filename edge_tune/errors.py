@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 from collections.abc import Callable, Iterable
@@ -34,6 +35,13 @@ def fail(message: str) -> NoReturn:
     """Print ``edge_tune: error: message`` to stderr and exit with code 2."""
     print(f"edge_tune: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
 
 
 def run_cli(main: Callable[[], int]) -> NoReturn:

@@ -7,7 +7,6 @@ compressed model, interleaved, so ``speedup`` compares two numbers taken side by
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -28,7 +27,7 @@ from edge_tune import bench, prune
 from edge_tune.baseline import baseline_model, check_baseline
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, check_data, load_data, take
-from edge_tune.errors import UserError, run_cli
+from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.export import count_macs, export_onnx, weight_stats
 from edge_tune.models import create_model, model_stages
 from edge_tune.output import new_run_dir
@@ -233,11 +232,6 @@ def _figures(artifact: Artifact, measured: bench.BenchResult) -> dict[str, Any]:
             "params": artifact.params, "macs": artifact.macs}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def parse_params(text: str) -> dict[str, Any]:
     """``--params`` JSON (or ``@file.json``) as a dict."""
     if text.startswith("@"):
@@ -256,7 +250,7 @@ def parse_params(text: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m edge_tune.trial", description=(
+    parser = ArgumentParser(prog="python -m edge_tune.trial", description=(
         "Compress a trained CNN with the given parameters, fine-tune, export ONNX, verify the "
         "compression reached ONNX and OpenVINO, and benchmark it against the baseline."))
     parser.add_argument("--config", help="YAML config (default: the embedded ResNet-20 on digits)")

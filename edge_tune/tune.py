@@ -8,7 +8,6 @@ summary.json in the run directory; every trial mirrored to W&B (offline without 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import yaml
 
 from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
 from edge_tune.config import Config, config_to_dict, load_config
-from edge_tune.errors import UserError, run_cli
+from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.objective import Threshold, objective
 from edge_tune.output import new_run_dir
 from edge_tune.space import SearchSpace, check_points, load_space
@@ -329,13 +328,8 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
     print(f"run directory: {out} (summary.json, trials.jsonl, best/)")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m edge_tune.tune", description=(
+    parser = ArgumentParser(prog="python -m edge_tune.tune", description=(
         "Search compression parameters (filter removal, int8, fine-tuning length) for the "
         "lowest latency on the edge device that keeps top-1 above the threshold. With no "
         "arguments: ResNet-20 on scikit-learn's digits, 20 trials, on this machine."))
