@@ -86,7 +86,6 @@ class Schedule:
             recipe["quantizers"]["post_train_int8"] = {
                 "class": "PostTrainLinearQuantizer", "bits_activations": 8,
                 "bits_parameters": 8, "backend": "nncf"}
-        recipe["finetune"] = {"epochs": self.finetune_epochs}
         return {k: v for k, v in recipe.items() if v != {} or k == "version"}
 
 

@@ -123,13 +123,22 @@ def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, 
           name: str = "model", log: Log = log_stderr) -> Artifact:
     """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
     timings = compress(model, schedule, splits, config, log)
+    return deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
+                  timings)
+
+
+def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Path,
+           baseline_shapes: dict[str, tuple[int, ...]], test: tuple[np.ndarray, np.ndarray],
+           name: str = "model", timings: dict[str, Any] | None = None) -> Artifact:
+    """Export ``model`` (int8 when asked), verify it and measure its accuracy as deployed."""
+    timings = dict(timings or {})
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     macs, n_params = count_macs(model, example)
     start = time.perf_counter()
     onnx_path = export_onnx(model.cpu(), example, out / f"{name}.onnx")
     timings["export_s"] = time.perf_counter() - start
     deployed = onnx_path
-    if schedule.int8:
+    if int8:
         start = time.perf_counter()
         calibration, _ = arrays(splits.train, config.quantize.calibration_images)
         deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration)
@@ -186,7 +195,9 @@ def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Pat
     """The schedule as a Distiller-style YAML recipe at ``path``."""
     recipe = schedule.to_recipe(prune.filter_ratios(model, schedule),
                                 prune.fine_layers(model), config.model, config.data.name)
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    header = (f"# edge_tune trial {schedule.params}: pruning at epoch 0, then "
+              f"{schedule.finetune_epochs} fine-tuning epochs\n")
+    path.write_text(header + yaml.safe_dump(recipe, sort_keys=False))
     return path
 
 

@@ -52,6 +52,11 @@ def test_recipe_is_distiller_shaped_yaml() -> None:
     assert again["quantizers"]["post_train_int8"]["class"] == "PostTrainLinearQuantizer"
     assert [p.get("pruner", p.get("extension"))["instance_name"] for p in again["policies"]] == [
         "filter_pruner_0", "net_thinner", "fine_pruner"]
+    from edge_tune.distiller import recipe_from_dict
+
+    loaded = recipe_from_dict(again)  # the round trip: Distiller's loader accepts it
+    assert loaded.instances["filter_pruner_0"].weights() == ("conv1.weight",
+                                                             "layer1.0.conv1.weight")
 
 
 def test_every_parameter_is_documented() -> None:
