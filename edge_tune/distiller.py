@@ -343,7 +343,8 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
     factor = to_epochs / from_epochs
 
     def scale(epoch: int) -> int:
-        return round(epoch * factor)
+        # an action in a recipe's last epoch (SSL thins at 179 of 180) stays inside the run
+        return min(round(epoch * factor), to_epochs - 1)
 
     policies = []
     for p in recipe.policies:
@@ -351,7 +352,7 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
             policies.append(replace(p, epochs=tuple(sorted({scale(e) for e in p.epochs}))))
             continue
         start = scale(p.starting_epoch)
-        end = max(start + 1, scale(p.ending_epoch))
+        end = max(start + 1, round(p.ending_epoch * factor))
         policies.append(replace(p, starting_epoch=start, ending_epoch=end,
                                 frequency=max(1, scale(p.frequency))))
     instances = dict(recipe.instances)

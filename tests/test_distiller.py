@@ -66,6 +66,14 @@ def test_agp_schedule_values() -> None:
     assert steps == sorted(steps, reverse=True)  # prunes fast first, then slower (cubic)
 
 
+def test_rescale_keeps_last_epoch_actions_inside_the_run() -> None:
+    recipe = load_recipe(RECIPES / "ssl_channels-removal_training.yaml")
+    short = rescale(recipe, 180, 6)
+    thinner = next(p for p in short.policies if p.instance == "net_thinner")
+    assert thinner.epochs == (5,)  # 179 of 180 -> the last of 6 epochs, not past the end
+    assert "net_thinner" in [p.instance for p in short.at(5)]
+
+
 def test_rescale_maps_epochs_proportionally() -> None:
     recipe = load_recipe(RECIPES / "resnet20_filters.schedule_agp.yaml")
     short = rescale(recipe, 180, 18)
