@@ -20,7 +20,7 @@ from torch import nn
 
 from edge_tune.config import Config
 from edge_tune.data import Splits
-from edge_tune.errors import UserError
+from edge_tune.errors import UserError, first_line
 from edge_tune.models import create_model
 from edge_tune.train import evaluate, train
 
@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> None:
     try:
         state: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise UserError(f"baseline.checkpoint: {str(file)!r} is not a readable torch "
                         f"state_dict ({reason[:120]})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_tune.errors import UserError
+from edge_tune.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,8 @@ def compile_model(path: str | Path, settings: BenchSettings, perf_count: bool = 
         return core.compile_model(model, settings.device,
                                   compile_settings(core, settings, perf_count))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         raise RuntimeError(f"OpenVINO could not compile {Path(path).name} for "
-                           f"{settings.device}: {first}") from err
+                           f"{settings.device}: {first_line(err)}") from err
 
 
 def _input(compiled: Any, seed: int = 0) -> np.ndarray:

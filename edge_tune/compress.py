@@ -309,8 +309,6 @@ def sparsity_report(model: nn.Module) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     import copy
     import json
-    import os
-    import sys
     import time
 
     from edge_tune import bench
@@ -319,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_tune.distiller import check_weights, load_recipe, rescale
     from edge_tune.errors import ArgumentParser, UserError
     from edge_tune.models import create_model
-    from edge_tune.output import new_run_dir
-    from edge_tune.recipe import Schedule
+    from edge_tune.output import new_run_dir, stdout_to_stderr
     from edge_tune.train import evaluate, set_threads
     from edge_tune.trial import (
         _figures,
@@ -358,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     check_data(config.data)
     bench.check_device(config.bench.device)
     out = new_run_dir(args.output, "compress")
-    real_stdout = os.dup(1)
-    os.dup2(2, 1)
-    try:
+    with stdout_to_stderr():
         set_threads(config.train_threads)
         splits = load_data(config.data)
         test = arrays(splits.test)
@@ -377,12 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         measured = bench.benchmark_models({"baseline": base.artifact.deployed,
                                            "model": artifact.deployed}, bench_settings(config))
         csv_path = bench.write_layers_csv(measured["model"].layers, out / "layers.csv")
-        schedule = Schedule(fine_sparsity=1.0 if run.masks else 0.0, int8=run.int8)
         result = {
             **_figures(artifact, measured["model"]),
             "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
             "baseline": {**_figures(base.artifact, measured["baseline"]), **base.info},
-            "compression": verdict(schedule, artifact.verification),
+            # what thinning removed is reported under "thinned"
+            "compression": verdict(artifact.verification, removes_filters=False,
+                                   zeroes_weights=bool(run.masks)),
             "verification": table(artifact.verification),
             "sparsity": sparsity_report(model), "thinned": run.thinned,
             "thinning_top1": run.thinning_top1, "epochs": epochs, "int8": run.int8,
@@ -391,10 +387,6 @@ def main(argv: list[str] | None = None) -> int:
             "output": str(out), "timings": artifact.timings,
         }
         (out / "result.json").write_text(json.dumps(result, indent=2))
-    finally:
-        sys.stdout.flush()
-        os.dup2(real_stdout, 1)
-        os.close(real_stdout)
     print(json.dumps(result, indent=2))
     return 0
 

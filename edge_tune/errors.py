@@ -37,6 +37,12 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are UserErrors: one line, exit code 2."""
 

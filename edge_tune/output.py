@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_tune.errors import UserError
@@ -30,3 +34,17 @@ def new_run_dir(path: str | Path | None, kind: str, flag: str = "--output") -> P
                         "(nothing is overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for the block: NNCF and OpenVINO print progress to
+    stdout, which a command keeps for its JSON result alone."""
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(real_stdout, 1)
+        os.close(real_stdout)

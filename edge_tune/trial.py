@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from edge_tune.data import Splits, check_data, load_data, take
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.export import count_macs, export_onnx, weight_stats
 from edge_tune.models import create_model, model_stages
-from edge_tune.output import new_run_dir
+from edge_tune.output import new_run_dir, stdout_to_stderr
 from edge_tune.quantize import quantize
 from edge_tune.recipe import Schedule, schedule_from_params
 from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy, train
@@ -150,8 +149,13 @@ def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Pa
     return Artifact(onnx_path, deployed, top1, top5, macs, n_params, checks, timings)
 
 
-def verdict(schedule: Schedule, checks: list[LayerCheck]) -> dict[str, Any]:
-    """Did the compression reach the deployed model, and is the model physically smaller?"""
+def verdict(checks: list[LayerCheck], removes_filters: bool,
+            zeroes_weights: bool) -> dict[str, Any]:
+    """Did the compression reach the deployed model, and is the model physically smaller?
+
+    ``removes_filters`` / ``zeroes_weights``: whether the compression asked for either, so the
+    notes can say when the deployed model shows none of it.
+    """
     unreached = [c.layer for c in checks if not c.reached]
     smaller = [c.layer for c in checks if c.openvino_shape is not None
                and np.prod(c.openvino_shape) < np.prod(c.baseline_shape)]
@@ -160,9 +164,9 @@ def verdict(schedule: Schedule, checks: list[LayerCheck]) -> dict[str, Any]:
     if unreached:
         notes.append(f"compression did NOT reach the deployed model in {len(unreached)} "
                      f"layer(s): {', '.join(unreached[:5])}")
-    if schedule.prunes_filters and not smaller:
+    if removes_filters and not smaller:
         notes.append("filter pruning removed nothing from the deployed model")
-    if schedule.fine_sparsity > 0 and sparse and not smaller:
+    if zeroes_weights and sparse and not smaller:
         notes.append("zeros are present in ONNX and OpenVINO but tensors stay dense: the same "
                      "dense kernels run, so fine-grained sparsity alone does not cut latency")
     return {"reached": not unreached, "unreached_layers": unreached,
@@ -224,7 +228,8 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
         **_figures(artifact, measured["model"]),
         "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
         "baseline": {**_figures(base.artifact, measured["baseline"]), **base.info},
-        "compression": verdict(schedule, artifact.verification),
+        "compression": verdict(artifact.verification, schedule.prunes_filters,
+                               schedule.fine_sparsity > 0),
         "verification": table(artifact.verification),
         "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
         "int8": schedule.int8, "timings": artifact.timings,
@@ -275,15 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     params = parse_params(args.params)
     plan(config, params)
     out = new_run_dir(args.output, "trial")
-    # NNCF and OpenVINO print progress to stdout: keep stdout for the JSON result alone.
-    real_stdout = os.dup(1)
-    os.dup2(2, 1)
-    try:
+    with stdout_to_stderr():
         result = run_trial(config, params, out)
-    finally:
-        sys.stdout.flush()
-        os.dup2(real_stdout, 1)
-        os.close(real_stdout)
     print(json.dumps(result, indent=2))
     return 0
 

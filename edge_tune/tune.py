@@ -22,7 +22,7 @@ import yaml
 
 from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
 from edge_tune.config import Config, config_to_dict, load_config
-from edge_tune.errors import ArgumentParser, UserError, run_cli
+from edge_tune.errors import ArgumentParser, UserError, first_line, run_cli
 from edge_tune.objective import Threshold, objective
 from edge_tune.output import new_run_dir
 from edge_tune.space import SearchSpace, check_points, load_space
@@ -74,8 +74,7 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     artifact = build(model, schedule, splits, config, out, context.base_shapes,
                      arrays(splits.test), log=lambda _: None)
-    write_recipe(schedule, create_model(config.model, splits.num_classes), config,
-                 out / "schedule.yaml")
+    write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
     _save_ir(artifact.deployed, out)
     actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     asked = time.time()
@@ -113,19 +112,10 @@ def _save_ir(deployed: Path, out: Path) -> None:
 
 def validate(config: Config, space: SearchSpace) -> None:
     """Every cheap check before Ray starts: params vs model, points, data, device, checkpoint."""
-    from edge_tune import bench
-    from edge_tune.baseline import check_baseline
-    from edge_tune.data import check_data
-    from edge_tune.models import MODELS, model_stages
-    from edge_tune.recipe import schedule_from_params
+    from edge_tune.trial import plan
 
-    stages = model_stages(MODELS[config.model](10))
-    schedule_from_params({name: low for name, (low, _) in space.bounds.items()}, stages, 0)
+    plan(config, {name: low for name, (low, _) in space.bounds.items()})
     check_points(space, config.tune.points_to_evaluate, "tune.points_to_evaluate")
-    check_data(config.data)
-    bench.check_device(config.bench.device)
-    if config.data.name != "imagefolder":
-        check_baseline(config, num_classes=10)
 
 
 def connect(address: str | None, config: Config) -> Any:
@@ -141,8 +131,8 @@ def connect(address: str | None, config: Config) -> Any:
         try:
             context = ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"--address: cannot join Ray cluster {address!r}: {first}") from None
+            raise UserError(f"--address: cannot join Ray cluster {address!r}: "
+                            f"{first_line(err)}") from None
     resources = ray.cluster_resources()
     if resources.get("ncs", 0) < 1:
         ray.shutdown()
@@ -167,10 +157,15 @@ def start_actor(baseline_model: Path, config: Config) -> Any:
     return actor
 
 
+def _wandb_mode() -> str:
+    """W&B runs online only with a key from the environment (never from a file we write)."""
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
 def _wandb_callback(config: Config, out: Path, run_name: str) -> Any:
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    mode = _wandb_mode()
     folder = (out / "wandb").resolve()
     folder.mkdir(exist_ok=True)
     return WandbLoggerCallback(project=config.tune.wandb_project, group=run_name, mode=mode,
@@ -219,8 +214,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
     log_stderr(f"baseline top-1 {base.artifact.top1:.2f}% (as deployed); threshold "
                f"{threshold_top1:.2f}%")
     if wandb:
-        os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY")
-                              else "offline")
+        os.environ.setdefault("WANDB_MODE", _wandb_mode())
         os.environ.setdefault("WANDB_SILENT", "true")
     context = connect(address, config)
     dashboard = getattr(context, "dashboard_url", "") or ""
