@@ -23,6 +23,7 @@ import openvino as ov
 import torch
 
 from edge_tune import bench, prune
+from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx
 from edge_tune.models import create_model
 from edge_tune.recipe import schedule_from_params
@@ -54,9 +55,9 @@ def main() -> None:
     example = torch.zeros(1, 3, 32, 32)
     dense = create_model("resnet20_cifar", 10).eval()
     pruned = create_model("resnet20_cifar", 10).eval()
-    ratios = prune.filter_ratios(pruned, schedule_from_params({"filter_ratio": 0.5}, ("layer1",
-                                 "layer2", "layer3"), 0))
-    prune.get_pruner("filters").apply(pruned, example, ratios)
+    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
+    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
+                                            "resnet20_cifar", "digits"), example)
     models = {"resnet20": export_onnx(dense, example, folder / "resnet20.onnx"),
               "resnet20 50% filters": export_onnx(pruned, example, folder / "pruned.onnx")}
     settings = bench.BenchSettings(threads=args.threads)

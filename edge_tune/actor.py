@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from edge_tune import bench
 
-ACTOR_NAME = "edge_tune_bench"
+ACTOR_NAME = "edge_tune_bench"  # the actor on the first ncs node; others get _1, _2, ...
 NAMESPACE = "edge_tune"
 
 ModelFiles = dict[str, bytes]  # file name -> content; the first entry is the model to load
@@ -41,7 +42,11 @@ def _write(files: ModelFiles, folder: Path) -> Path:
 
 
 class BenchActor:
-    """Benchmarks models on ``settings.device`` against the baseline it was started with."""
+    """Benchmarks models on ``settings.device`` against the baseline it was started with.
+
+    Ray runs it as a threaded actor so that ``queue_length`` and ``info`` answer while a
+    measurement runs; a lock lets one measurement at a time reach the device.
+    """
 
     def __init__(self, baseline: ModelFiles, settings: bench.BenchSettings) -> None:
         bench.check_device(settings.device)
@@ -49,6 +54,18 @@ class BenchActor:
         self.folder = Path(tempfile.mkdtemp(prefix="edge_tune_bench-"))
         self.baseline = _write(baseline, self.folder / "baseline")
         self.calls = 0
+        self.queued = 0  # calls waiting for the device or being measured
+        self._device = threading.Lock()  # one measurement at a time
+        self._count = threading.Lock()
+        self._metrics: Metrics | None = None
+
+    def queue_length(self) -> int:
+        """Benchmark calls waiting for the device or being measured."""
+        return self.queued
+
+    def load(self) -> tuple[int, int]:
+        """(calls queued or running, calls served so far): the least loaded actor gets a trial."""
+        return self.queued, self.calls
 
     def benchmark(self, files: ModelFiles, per_layer: bool = True) -> dict[str, Any]:
         """Measure ``files`` and the baseline, interleaved; figures in ms, batch 1.
@@ -56,9 +73,26 @@ class BenchActor:
         Returns ``model`` and ``baseline`` summaries, the model's per-layer rows, and when the
         measurement started and ended (s, epoch) so callers can check nothing overlapped.
         """
-        started = time.time()
-        self.calls += 1
-        path = _write(files, self.folder / f"call{self.calls}")
+        metrics = self._meter()
+        with self._count:
+            self.queued += 1
+            call = self.calls = self.calls + 1
+        metrics.queue(self.queued)
+        try:
+            with self._device:
+                started = time.time()
+                result = self._measure(files, per_layer, call)
+                ended = time.time()
+        finally:
+            with self._count:
+                self.queued -= 1
+            metrics.queue(self.queued)
+        metrics.done(ended - started)
+        return {**result, "started": started, "ended": ended, "call": call,
+                "node_id": self.info()["node_id"]}
+
+    def _measure(self, files: ModelFiles, per_layer: bool, call: int) -> dict[str, Any]:
+        path = _write(files, self.folder / f"call{call}")
         try:
             results = bench.benchmark_models({"baseline": self.baseline, "model": path},
                                              self.settings, per_layer=per_layer)
@@ -67,8 +101,12 @@ class BenchActor:
                 file.unlink()
             path.parent.rmdir()
         return {"model": results["model"].summary(), "baseline": results["baseline"].summary(),
-                "layers": [asdict(layer) for layer in results["model"].layers],
-                "started": started, "ended": time.time(), "call": self.calls}
+                "layers": [asdict(layer) for layer in results["model"].layers]}
+
+    def _meter(self) -> Metrics:
+        if self._metrics is None:
+            self._metrics = Metrics(self.settings.device)
+        return self._metrics
 
     def info(self) -> dict[str, Any]:
         """Where the actor runs: Ray node id, host, process id, device, calls served."""
@@ -78,3 +116,37 @@ class BenchActor:
         return {"node_id": ray.get_runtime_context().get_node_id() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls}
+
+
+class Metrics:
+    """The actor's Ray metrics (Prometheus names get Ray's ``ray_`` prefix); no-ops outside Ray."""
+
+    def __init__(self, device: str) -> None:
+        import ray
+
+        self.enabled = ray.is_initialized()
+        if not self.enabled:
+            return
+        from ray.util import metrics
+
+        tags = {"device": device}
+        self.queue_gauge = metrics.Gauge(
+            "edge_tune_bench_queue_length", "benchmark calls waiting for or on the device",
+            tag_keys=("device",))
+        self.seconds = metrics.Histogram(
+            "edge_tune_bench_duration_s", "one benchmark call on the device (s)",
+            boundaries=[0.5, 1, 2, 5, 10, 30, 60], tag_keys=("device",))
+        self.count = metrics.Counter(
+            "edge_tune_models_benchmarked", "models benchmarked on the device",
+            tag_keys=("device",))
+        for metric in (self.queue_gauge, self.seconds, self.count):
+            metric.set_default_tags(tags)
+
+    def queue(self, length: int) -> None:
+        if self.enabled:
+            self.queue_gauge.set(length)
+
+    def done(self, seconds: float) -> None:
+        if self.enabled:
+            self.seconds.observe(seconds)
+            self.count.inc()

@@ -21,37 +21,11 @@ import torch
 from torch import nn
 
 from edge_tune.distiller import Instance, Policy, Recipe, agp_sparsity
+from edge_tune.prune import get_pruner, group_dim, group_scores, structure_mask
 
 Log = Callable[[str], None]
+Hook = Callable[[nn.Module], None]
 ZERO = 1e-12  # a group whose mean |w| is below this counts as removed (masks write exact 0)
-
-
-def level_mask(weight: torch.Tensor, level: float) -> torch.Tensor:
-    """Mask keeping all but the ``level`` fraction of smallest-magnitude elements."""
-    count = round(level * weight.numel())
-    if count <= 0:
-        return torch.ones_like(weight)
-    threshold = weight.abs().flatten().kthvalue(count).values
-    return (weight.abs() > threshold).to(weight.dtype)
-
-
-def _group_scores(weight: torch.Tensor, group_type: str) -> torch.Tensor:
-    """Mean |w| per filter (dim 0), input channel (dim 1) or, for linear, input row (dim 1).
-
-    Distiller's "Rows" of a fully-connected weight are counted on its transpose: input features.
-    """
-    dim = 0 if group_type == "Filters" else 1
-    dims = [d for d in range(weight.dim()) if d != dim]
-    return weight.abs().mean(dim=dims)
-
-
-def _structure_mask(weight: torch.Tensor, drop: torch.Tensor, group_type: str) -> torch.Tensor:
-    mask = torch.ones_like(weight)
-    if group_type == "Filters":
-        mask[drop] = 0
-    else:
-        mask[:, drop] = 0
-    return mask
 
 
 @dataclass
@@ -66,6 +40,7 @@ class RecipeRun:
     thinned: dict[str, dict[str, int]] = field(default_factory=dict)  # extension -> removed
     int8: bool = False
     evaluate: Callable[[nn.Module], float] | None = None  # top-1 (%) for thinning reports
+    after_thinning: Hook | None = None  # e.g. BatchNorm re-estimation
     thinning_top1: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def params(self) -> dict[str, nn.Parameter]:
@@ -79,7 +54,7 @@ class RecipeRun:
                 if name in params and params[name].shape == mask.shape:
                     params[name].mul_(mask)
 
-    def tied(self, weights: tuple[str, ...]) -> list[list[str]]:
+    def tie(self, weights: tuple[str, ...]) -> list[list[str]]:
         """Partition conv weights into groups whose output filters a residual add ties."""
         import torch_pruning as tp
 
@@ -91,6 +66,10 @@ class RecipeRun:
             if weight in seen:
                 continue
             module = modules[weight.removesuffix(".weight")]
+            if not isinstance(module, nn.Conv2d):
+                groups.append([weight])
+                seen.add(weight)
+                continue
             group = graph.get_pruning_group(module, tp.prune_conv_out_channels, idxs=[0])
             members = {f"{dep.target.name.split(' ')[0]}.weight" for dep, _ in group
                        if getattr(dep.handler, "__name__", "") == "prune_out_channels"
@@ -102,32 +81,14 @@ class RecipeRun:
 
 
 def _prune(run: RecipeRun, inst: Instance, policy: Policy, epoch: int) -> None:
-    params = run.params()
     args = {**inst.args, **policy.args}
     if "initial_sparsity" in args:
         level = agp_sparsity(args["initial_sparsity"], args["final_sparsity"],
                              policy.starting_epoch, policy.ending_epoch, policy.frequency, epoch)
     else:
         level = args.get("desired_sparsity", 0.0)
-    if inst.cls == "SparsityLevelParameterPruner":
-        for name, target in args["levels"].items():
-            run.masks[name] = level_mask(params[name].detach(), target)
-    elif inst.cls == "MagnitudeParameterPruner":
-        for name, threshold in args["thresholds"].items():
-            run.masks[name] = (params[name].detach().abs() > threshold).float()
-    elif inst.cls == "AutomatedGradualPruner":
-        for name in args["weights"]:
-            run.masks[name] = level_mask(params[name].detach(), level)
-    else:  # L1RankedStructureParameterPruner[_AGP]
-        group_type = args["group_type"]
-        groups = (run.tied(args["weights"]) if group_type == "Filters"
-                  else [[w] for w in args["weights"]])
-        for names in groups:
-            scores = sum(_group_scores(params[n].detach(), group_type) for n in names)
-            assert isinstance(scores, torch.Tensor)
-            drop = scores.argsort()[:round(level * scores.numel())]
-            for name in names:
-                run.masks[name] = _structure_mask(params[name].detach(), drop, group_type)
+    weights = {n: p.detach() for n, p in run.params().items()}
+    run.masks.update(get_pruner(inst.cls).masks(weights, args, level, run.tie))
     run.apply_masks()
 
 
@@ -137,7 +98,7 @@ def group_lasso(run: RecipeRun, inst: Instance) -> torch.Tensor:
     total = torch.zeros(())
     for name, (strength, group_type) in inst.args["reg_regims"].items():
         weight = params[name]
-        dim = 0 if group_type == "Filters" else 1
+        dim = group_dim(group_type)
         flat = weight.transpose(0, dim).reshape(weight.shape[dim], -1)
         total = total + strength * flat.norm(dim=1).sum()
     return total
@@ -151,17 +112,17 @@ def threshold_groups(run: RecipeRun, inst: Instance) -> None:
     params = run.params()
     for name, (strength, group_type) in inst.args["reg_regims"].items():
         weight = params[name].detach()
-        dim = 0 if group_type == "Filters" else 1
+        dim = group_dim(group_type)
         flat = weight.transpose(0, dim).reshape(weight.shape[dim], -1).abs()
         score = flat.max(dim=1).values if criterion == "Max" else flat.mean(dim=1)
         drop = torch.nonzero(score < strength).flatten()
-        mask = _structure_mask(weight, drop, group_type)
+        mask = structure_mask(weight, drop, group_type)
         run.masks[name] = mask * run.masks.get(name, torch.ones_like(weight))
     run.apply_masks()
 
 
 def _zero_groups(weight: torch.Tensor, group_type: str) -> list[int]:
-    return [int(i) for i in torch.nonzero(_group_scores(weight, group_type) < ZERO).flatten()]
+    return [int(i) for i in torch.nonzero(group_scores(weight, group_type) < ZERO).flatten()]
 
 
 def thin(run: RecipeRun, inst: Instance) -> dict[str, int]:
@@ -198,8 +159,12 @@ def thin(run: RecipeRun, inst: Instance) -> dict[str, int]:
                  and run.params()[n].shape == m.shape}
     run.thinned[inst.name] = removed
     if run.evaluate is not None and before is not None:
-        # the same network with zeros removed: it must compute what the masked one did
+        # the same network with zeros removed, before any fine-tuning
         run.thinning_top1[inst.name] = {"masked": before, "thinned": run.evaluate(run.model)}
+    if run.after_thinning is not None and removed:
+        run.after_thinning(run.model)
+        if run.evaluate is not None:
+            run.thinning_top1[inst.name]["recalibrated"] = run.evaluate(run.model)
     run.log(f"{inst.name}: removed " + (", ".join(f"{k} {v}" for k, v in removed.items())
                                         or "nothing (no all-zero structure)"))
     return removed
@@ -235,45 +200,66 @@ def _lr_scheduler(inst: Instance, optimizer: torch.optim.Optimizer) -> Any:
         return sched.StepLR(optimizer, inst.args["step_size"], gamma)
     if inst.cls == "MultiStepLR":
         return sched.MultiStepLR(optimizer, list(inst.args["milestones"]), gamma)
+    if inst.cls == "CosineAnnealingLR":
+        return sched.CosineAnnealingLR(optimizer, inst.args["T_max"], inst.args.get("eta_min", 0))
     return sched.ExponentialLR(optimizer, gamma)
+
+
+def _fire(run: RecipeRun, active: list[Policy], epoch: int,
+          optimizer: torch.optim.Optimizer) -> None:
+    """Pruners, extensions and quantizers of ``active``, at the start of ``epoch``."""
+    for policy in active:
+        inst = run.recipe.instances[policy.instance]
+        if policy.kind == "pruner":
+            _prune(run, inst, policy, epoch)
+        elif policy.kind == "extension":
+            thin(run, inst)
+            # the same optimizer (LR schedules keep their state) over the thinned tensors;
+            # momentum buffers had the old shapes
+            optimizer.param_groups[0]["params"] = list(run.model.parameters())
+            optimizer.state.clear()
+        elif policy.kind == "quantizer":
+            run.int8 = True
 
 
 def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: float,
                weight_decay: float, batch_size: int, example: torch.Tensor, seed: int = 0,
-               log: Log = print,
-               evaluate: Callable[[nn.Module], float] | None = None) -> RecipeRun:
-    """Fine-tune ``model`` for ``epochs`` epochs while the recipe's policies fire."""
+               log: Log = print, evaluate: Callable[[nn.Module], float] | None = None,
+               after_thinning: Hook | None = None) -> RecipeRun:
+    """Fine-tune ``model`` for ``epochs`` epochs while the recipe's policies fire.
+
+    With ``epochs`` 0 the epoch-0 actions (prune, thin) happen and nothing trains
+    (``dataset`` may then be None). ``after_thinning`` runs on the model after every
+    thinning that removed something.
+    """
     from edge_tune.data import loader
+    from edge_tune.train import device_for
 
     torch.manual_seed(seed)
-    run = RecipeRun(model, example, recipe, log, evaluate=evaluate)
-    optimizer: torch.optim.Optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    device = device_for(model)
+    run = RecipeRun(model, example.to(device), recipe, log, evaluate=evaluate,
+                    after_thinning=after_thinning)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
+                                weight_decay=weight_decay)
     schedulers = {name: _lr_scheduler(inst, optimizer) for name, inst in recipe.instances.items()
                   if inst.section == "lr_schedulers"}
-    batches = loader(dataset, batch_size, shuffle=True, seed=seed)
+    if epochs == 0:
+        _fire(run, recipe.at(0), 0, optimizer)
     for epoch in range(epochs):
+        batches = loader(dataset, batch_size, shuffle=True, seed=seed + epoch)
         active = recipe.at(epoch)
-        for policy in active:
-            inst = recipe.instances[policy.instance]
-            if policy.kind == "pruner":
-                _prune(run, inst, policy, epoch)
-            elif policy.kind == "extension":
-                thin(run, inst)
-                optimizer = _rebuild(optimizer, model)
-                schedulers = {n: _lr_scheduler(recipe.instances[n], optimizer)
-                              for n in schedulers}
-            elif policy.kind == "quantizer":
-                run.int8 = True
+        _fire(run, active, epoch, optimizer)
         regularizers = [recipe.instances[p.instance] for p in active if p.kind == "regularizer"]
         model.train()
         total, count = 0.0, 0
         for x, y in batches:
+            x, y = x.to(device), y.to(device)
             loss = nn.functional.cross_entropy(model(x), y)
             for inst in regularizers:
                 loss = loss + group_lasso(run, inst)
             if not math.isfinite(loss.item()):
-                raise RuntimeError(f"recipe training diverged in epoch {epoch}")
+                raise RuntimeError(f"recipe training diverged: loss {loss.item()} in epoch "
+                                   f"{epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -286,18 +272,18 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
                 schedulers[policy.instance].step()
         log(f"epoch {epoch + 1}/{epochs}: loss {total / max(1, count):.4f}, "
             f"policies {[p.instance for p in active]}")
-    if any(p.kind == "quantizer" for p in recipe.policies) or any(
-            i.section == "quantizers" for i in recipe.instances.values()):
-        run.int8 = True
+    if any(i.section == "quantizers" for i in recipe.instances.values()):
+        run.int8 = True  # post-training: applied to the exported model (NNCF)
     model.eval()
     return run
 
 
-def _rebuild(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-    """A fresh optimizer over the thinned parameters (same hyper-parameters, no momentum)."""
-    group = optimizer.param_groups[0]
-    return torch.optim.SGD(model.parameters(), lr=group["lr"], momentum=group["momentum"],
-                           weight_decay=group["weight_decay"])
+def apply_recipe(model: nn.Module, raw: dict[str, Any], example: torch.Tensor) -> RecipeRun:
+    """A recipe's epoch-0 actions (masks, thinning) on ``model``, without training."""
+    from edge_tune.distiller import recipe_from_dict
+
+    return run_recipe(model, recipe_from_dict(raw), None, 0, 0.0, 0.0, 1, example,
+                      log=lambda _: None)
 
 
 def sparsity_report(model: nn.Module) -> dict[str, float]:
@@ -318,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_tune.errors import ArgumentParser, UserError
     from edge_tune.models import create_model
     from edge_tune.output import new_run_dir, stdout_to_stderr
-    from edge_tune.train import evaluate, set_threads
+    from edge_tune.train import evaluate, recalibrate_batchnorm, set_threads
     from edge_tune.trial import (
         _figures,
         arrays,
@@ -345,13 +331,21 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe)
     model_names = [n for n, _ in create_model(config.model, 10).named_parameters()]
     check_weights(recipe, model_names)
+    if args.recipe_epochs < 1:
+        raise UserError(f"--recipe-epochs: expected an integer >= 1, got {args.recipe_epochs}")
     epochs = args.recipe_epochs
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise UserError(f"--epochs: expected an integer >= 1, got {args.epochs}")
-        recipe = rescale(recipe, args.recipe_epochs, args.epochs)
+        if args.epochs < 0:
+            raise UserError(f"--epochs: expected an integer >= 0, got {args.epochs}")
+        if args.epochs == 0:
+            log_stderr("--epochs 0: the recipe's epoch-0 actions only, no training")
+        elif args.epochs != args.recipe_epochs:
+            recipe = rescale(recipe, args.recipe_epochs, args.epochs)
+            scaled = [i.name for i in recipe.instances.values() if i.section == "regularizers"]
+            note = (f"; strength of {', '.join(scaled)} x{args.recipe_epochs / args.epochs:g}"
+                    if scaled else "")
+            log_stderr(f"recipe rescaled from {args.recipe_epochs} to {args.epochs} epochs{note}")
         epochs = args.epochs
-        log_stderr(f"recipe rescaled from {args.recipe_epochs} to {epochs} epochs")
     check_data(config.data)
     bench.check_device(config.bench.device)
     out = new_run_dir(args.output, "compress")
@@ -366,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         run = run_recipe(model, recipe, splits.train, epochs, config.finetune.lr,
                          config.finetune.weight_decay, config.data.batch_size, example,
                          seed=config.baseline.seed, log=log_stderr,
-                         evaluate=lambda m: evaluate(m, splits.test)[0])
+                         evaluate=lambda m: evaluate(m, splits.test)[0],
+                         after_thinning=lambda m: recalibrate_batchnorm(
+                             m, splits.train, config.finetune.bn_recalibration_images))
         artifact = deploy(model, run.int8, splits, config, out, base.shapes, test,
                           timings={"recipe_s": time.perf_counter() - start})
         measured = bench.benchmark_models({"baseline": base.artifact.deployed,
@@ -377,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
             "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
             "baseline": {**_figures(base.artifact, measured["baseline"]), **base.info},
             # what thinning removed is reported under "thinned"
-            "compression": verdict(artifact.verification, removes_filters=False,
-                                   zeroes_weights=bool(run.masks)),
+            "compression": verdict(artifact.verification, removes_structures=any(
+                i.section == "extensions" for i in recipe.instances.values()),
+                zeroes_weights=bool(run.masks)),
             "verification": table(artifact.verification),
             "sparsity": sparsity_report(model), "thinned": run.thinned,
             "thinning_top1": run.thinning_top1, "epochs": epochs, "int8": run.int8,

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from typing import NoReturn, TypeVar
 
 EXIT_USAGE = 2
+# what only the "tune" extra installs (an edge node has none of it)
+TUNE_MODULES = {"torch", "torch_pruning", "nncf", "sklearn", "bayes_opt", "wandb", "onnxscript"}
 T = TypeVar("T")
 
 
@@ -56,6 +58,11 @@ def run_cli(main: Callable[[], int]) -> NoReturn:
         code = main()
     except UserError as err:
         fail(str(err))
+    except ModuleNotFoundError as err:
+        if err.name not in TUNE_MODULES:
+            raise
+        fail(f"no module {err.name!r}: this is an edge (benchmark-only) install; the training "
+             "side needs pip install 'edge_tune[tune]'")
     except KeyboardInterrupt:
         print("edge_tune: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -26,13 +26,22 @@ def new_run_dir(path: str | Path | None, kind: str, flag: str = "--output") -> P
             candidate = Path("runs") / f"{kind}-{stamp}-{n}"
         candidate.mkdir(parents=True)
         return candidate
+    folder = check_output(path, flag)
+    assert folder is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_output(path: str | Path | None, flag: str = "--output") -> Path | None:
+    """The output directory a command may create: refuse a file or one that holds files."""
+    if path is None:
+        return None
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag}: {str(folder)!r} exists and is not a directory")
     if folder.is_dir() and any(folder.iterdir()):
         raise UserError(f"{flag}: {str(folder)!r} already holds files; choose a new directory "
                         "(nothing is overwritten)")
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -1,65 +1,124 @@
-"""Pruners: a one-method protocol and a registry of the pruning kinds edge_tune applies.
+"""Pruners: Distiller's pruner classes as a one-method protocol and a registry by class name.
 
-- ``filters``: structural; removes whole output filters ranked by L1 norm with torch-pruning,
-  which tracks dependencies (residual adds, BatchNorm, the next layer's input channels) so the
-  network stays consistent and physically smaller: Distiller's pruning + "thinning".
-- ``fine``: fine-grained; zeroes the smallest-magnitude weights with torch.nn.utils.prune masks
-  (kept during fine-tuning, made permanent by :func:`finalize`). The tensors stay dense.
+A pruner turns a weight into a 0/1 mask; the recipe runner (:mod:`edge_tune.compress`) decides
+when (policies), re-applies the masks after every optimiser step, and removes all-zero
+structures physically (thinning, torch-pruning). Fine-grained masks leave tensors dense;
+structure masks (whole filters, input channels, fc rows) are what thinning can remove.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from edge_tune.errors import lookup
 from edge_tune.recipe import Schedule
 
+Weights = Mapping[str, torch.Tensor]  # weight name (no "module.") -> tensor (detached)
+Tie = Callable[[tuple[str, ...]], list[list[str]]]  # weights -> groups a residual add ties
+
 
 class Pruner(Protocol):
-    """Prunes named conv/linear modules of ``model`` in place, each to its own ratio (0..1)."""
+    """Masks for the weights an instance names, at sparsity ``level`` (0..1) where it has one."""
 
-    def apply(self, model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float]) -> None:
+    def masks(self, weights: Weights, args: Mapping[str, Any], level: float,
+              tie: Tie) -> dict[str, torch.Tensor]:
         ...
 
 
-class FilterPruner:
-    """Removes ``ratio`` of each named conv's output filters (L1 magnitude), with dependents."""
-
-    def apply(self, model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float]) -> None:
-        import torch_pruning as tp
-
-        modules = dict(model.named_modules())
-        targets = {modules[name]: ratio for name, ratio in ratios.items() if ratio > 0}
-        if not targets:
-            return
-        classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=0.0, pruning_ratio_dict=targets, ignored_layers=classifier)
-        pruner.step()
+def level_mask(weight: torch.Tensor, level: float) -> torch.Tensor:
+    """Mask keeping all but the ``level`` fraction of smallest-magnitude elements."""
+    count = round(level * weight.numel())
+    if count <= 0:
+        return torch.ones_like(weight)
+    threshold = weight.abs().flatten().kthvalue(count).values
+    return (weight.abs() > threshold).to(weight.dtype)
 
 
-class MagnitudePruner:
-    """Zeroes ``ratio`` of each named module's weights by absolute value (masks kept)."""
+def group_dim(group_type: str) -> int:
+    """The weight dimension a group indexes: filters are dim 0; channels and fc rows dim 1.
 
-    def apply(self, model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float]) -> None:
-        modules = dict(model.named_modules())
-        for name, ratio in ratios.items():
-            if ratio > 0:
-                torch_prune.l1_unstructured(modules[name], "weight", amount=float(ratio))
+    Distiller's "Rows" of a fully-connected weight are counted on its transpose: input features.
+    """
+    return 0 if group_type == "Filters" else 1
 
 
-PRUNERS: dict[str, Pruner] = {"filters": FilterPruner(), "fine": MagnitudePruner()}
+def group_scores(weight: torch.Tensor, group_type: str) -> torch.Tensor:
+    """Mean |w| of every filter, input channel or fc row."""
+    dim = group_dim(group_type)
+    return weight.abs().mean(dim=[d for d in range(weight.dim()) if d != dim])
 
 
-def get_pruner(name: str) -> Pruner:
-    """A registered pruner by name (a miss lists the valid names)."""
-    return lookup(PRUNERS, "pruner", name)
+def structure_mask(weight: torch.Tensor, drop: torch.Tensor, group_type: str) -> torch.Tensor:
+    """Mask zeroing the groups ``drop`` (indices along the group dimension)."""
+    mask = torch.ones_like(weight)
+    if group_dim(group_type) == 0:
+        mask[drop] = 0
+    else:
+        mask[:, drop] = 0
+    return mask
+
+
+class SparsityLevel:
+    """``SparsityLevelParameterPruner``: each weight to its own ``levels`` sparsity."""
+
+    def masks(self, weights: Weights, args: Mapping[str, Any], level: float,
+              tie: Tie) -> dict[str, torch.Tensor]:
+        return {name: level_mask(weights[name], target) for name, target in args["levels"].items()}
+
+
+class MagnitudeThreshold:
+    """``MagnitudeParameterPruner``: zero every element with |w| <= its weight's threshold."""
+
+    def masks(self, weights: Weights, args: Mapping[str, Any], level: float,
+              tie: Tie) -> dict[str, torch.Tensor]:
+        return {name: (weights[name].abs() > threshold).float()
+                for name, threshold in args["thresholds"].items()}
+
+
+class Magnitude:
+    """``AutomatedGradualPruner``: every listed weight to the schedule's current ``level``."""
+
+    def masks(self, weights: Weights, args: Mapping[str, Any], level: float,
+              tie: Tie) -> dict[str, torch.Tensor]:
+        return {name: level_mask(weights[name], level) for name in args["weights"]}
+
+
+class L1RankedStructure:
+    """``L1RankedStructureParameterPruner[_AGP]``: drop the ``level`` fraction of weakest groups.
+
+    Filters tied by a residual add are ranked together (summed scores), so every conv of the
+    group loses the same filters and thinning can remove them consistently.
+    """
+
+    def masks(self, weights: Weights, args: Mapping[str, Any], level: float,
+              tie: Tie) -> dict[str, torch.Tensor]:
+        group_type = args["group_type"]
+        names = tuple(args["weights"])
+        groups = tie(names) if group_type == "Filters" else [[n] for n in names]
+        out = {}
+        for group in groups:
+            scores = torch.stack([group_scores(weights[n], group_type) for n in group]).sum(0)
+            drop = scores.argsort()[:round(level * scores.numel())]
+            out.update({n: structure_mask(weights[n], drop, group_type) for n in group})
+        return out
+
+
+PRUNERS: dict[str, Pruner] = {
+    "SparsityLevelParameterPruner": SparsityLevel(),
+    "MagnitudeParameterPruner": MagnitudeThreshold(),
+    "AutomatedGradualPruner": Magnitude(),
+    "L1RankedStructureParameterPruner": L1RankedStructure(),
+    "L1RankedStructureParameterPruner_AGP": L1RankedStructure(),
+}
+
+
+def get_pruner(cls: str) -> Pruner:
+    """A registered pruner by Distiller class name (a miss lists the valid names)."""
+    return lookup(PRUNERS, "pruner class", cls)
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -86,10 +145,3 @@ def filter_ratios(model: nn.Module, schedule: Schedule) -> dict[str, float]:
 def fine_layers(model: nn.Module) -> list[str]:
     """Convs that fine-grained pruning zeroes: all but the first (3 input channels, sensitive)."""
     return conv_layers(model)[1:]
-
-
-def finalize(model: nn.Module) -> None:
-    """Make fine-grained masks permanent (zeros written into ``weight``, hooks removed)."""
-    for module in model.modules():
-        if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
-            torch_prune.remove(module, "weight")

@@ -32,8 +32,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                                      "stem conv, which feeds layer1's residual stream)"),
     "filter_ratio_layer2": ParamSpec(0.0, 1.0, True, "filter_ratio for stage layer2"),
     "filter_ratio_layer3": ParamSpec(0.0, 1.0, True, "filter_ratio for stage layer3"),
-    "fine_sparsity": ParamSpec(0.0, 1.0, True, "fraction of weights zeroed by magnitude in every "
-                               "conv but the first (torch.nn.utils.prune, layer-wise L1)"),
+    "fine_sparsity": ParamSpec(0.0, 1.0, True, "fraction of weights zeroed by magnitude in "
+                               "every conv but the first (masks held while fine-tuning)"),
     "int8": ParamSpec(0.0, 1.0, False, ">= 0.5 quantises weights and activations to int8 "
                       "(NNCF post-training, calibrated on training images)"),
     "finetune_epochs": ParamSpec(0.0, 100.0, False, "fine-tuning epochs after pruning "
@@ -59,7 +59,7 @@ class Schedule:
                   arch: str, dataset: str) -> dict[str, Any]:
         """The schedule as a Distiller-style recipe (``module.``-prefixed weight names)."""
         recipe: dict[str, Any] = {"version": 1, "pruners": {}, "extensions": {},
-                                  "quantizers": {}, "policies": []}
+                                  "lr_schedulers": {}, "quantizers": {}, "policies": []}
         by_ratio: dict[float, list[str]] = {}
         for name, ratio in filter_layers.items():
             if ratio > 0:
@@ -82,11 +82,18 @@ class Schedule:
                 "levels": {f"module.{n}.weight": self.fine_sparsity for n in fine_layers}}
             recipe["policies"].append({"pruner": {"instance_name": "fine_pruner"},
                                        "epochs": [0]})
+        if self.finetune_epochs > 0 and recipe["policies"]:
+            # cosine decay over the fine-tuning epochs, stepped per epoch as Distiller does
+            recipe["lr_schedulers"] = {"finetune_lr": {"class": "CosineAnnealingLR",
+                                                       "T_max": self.finetune_epochs}}
+            recipe["policies"].append({"lr_scheduler": {"instance_name": "finetune_lr"},
+                                       "starting_epoch": 0,
+                                       "ending_epoch": self.finetune_epochs, "frequency": 1})
         if self.int8:
             recipe["quantizers"]["post_train_int8"] = {
                 "class": "PostTrainLinearQuantizer", "bits_activations": 8,
                 "bits_parameters": 8, "backend": "nncf"}
-        return {k: v for k, v in recipe.items() if v != {} or k == "version"}
+        return {k: v for k, v in recipe.items() if v not in ({}, []) or k == "version"}
 
 
 def check_param(name: str, value: Any) -> float:

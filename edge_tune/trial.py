@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from edge_tune.models import create_model, model_stages
 from edge_tune.output import new_run_dir, stdout_to_stderr
 from edge_tune.quantize import quantize
 from edge_tune.recipe import Schedule, schedule_from_params
-from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy, train
+from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy
 from edge_tune.verify import LayerCheck, table, verify
 
 Log = Callable[[str], None]
@@ -54,12 +54,17 @@ def arrays(dataset: Dataset, count: int | None = None) -> tuple[np.ndarray, np.n
     return torch.stack(list(xs)).numpy(), np.asarray([int(y) for y in ys])
 
 
-def plan(config: Config, params: dict[str, Any]) -> Schedule:
-    """Every cheap check before expensive work: params, data, device, checkpoint."""
+def plan(config: Config, params: dict[str, Any], device_here: bool = True) -> Schedule:
+    """Every cheap check before expensive work: params, data, device, checkpoint.
+
+    ``device_here``: the benchmark device is on this machine (not on a cluster's edge node,
+    whose actor checks it when it starts).
+    """
     stages = model_stages(create_model(config.model, 10))
     schedule = schedule_from_params(params, stages, config.finetune.epochs)
     check_data(config.data)
-    bench.check_device(config.bench.device)
+    if device_here:
+        bench.check_device(config.bench.device)
     check_baseline(config, num_classes=_num_classes_hint(config))
     return schedule
 
@@ -72,28 +77,35 @@ def _num_classes_hint(config: Config) -> int:
     return max(2, sum(1 for p in train_dir.iterdir() if p.is_dir()))
 
 
+def schedule_recipe(schedule: Schedule, model: nn.Module, config: Config) -> dict[str, Any]:
+    """The schedule as a Distiller-style recipe for ``model`` (the optimiser interface)."""
+    return schedule.to_recipe(prune.filter_ratios(model, schedule), prune.fine_layers(model),
+                              config.model, config.data.name)
+
+
 def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Config,
-             log: Log = log_stderr) -> dict[str, Any]:
-    """Prune ``model`` in place per ``schedule`` and fine-tune it; returns timings (s)."""
+             log: Log = log_stderr) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+    """Run the schedule's recipe on ``model`` in place; timings (s) and what thinning removed.
+
+    Filters are masked by L1 rank and removed (thinning) at epoch 0, BatchNorm statistics are
+    re-estimated for the thinner network, then fine-tuning runs with the masks held.
+    """
+    from edge_tune.compress import run_recipe
+    from edge_tune.distiller import recipe_from_dict
+
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
-    timings: dict[str, Any] = {}
+    recipe = recipe_from_dict(schedule_recipe(schedule, model, config))
+    prunes = schedule.prunes_filters or schedule.fine_sparsity > 0
+    epochs = schedule.finetune_epochs if prunes else 0
+    if epochs:
+        log(f"fine-tuning {epochs} epochs")
+    f = config.finetune
     start = time.perf_counter()
-    if schedule.prunes_filters:
-        prune.get_pruner("filters").apply(model, example, prune.filter_ratios(model, schedule))
-        recalibrate_batchnorm(model, splits.train, config.finetune.bn_recalibration_images)
-    if schedule.fine_sparsity > 0:
-        ratios = {name: schedule.fine_sparsity for name in prune.fine_layers(model)}
-        prune.get_pruner("fine").apply(model, example, ratios)
-    timings["prune_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    if schedule.finetune_epochs > 0 and (schedule.prunes_filters or schedule.fine_sparsity > 0):
-        log(f"fine-tuning {schedule.finetune_epochs} epochs")
-        f = config.finetune
-        train(model, splits.train, schedule.finetune_epochs, f.lr, f.weight_decay,
-              config.data.batch_size, seed=config.baseline.seed)
-    prune.finalize(model)
-    timings["finetune_s"] = time.perf_counter() - start
-    return timings
+    run = run_recipe(model, recipe, splits.train, epochs, f.lr, f.weight_decay,
+                     config.data.batch_size, example, seed=config.baseline.seed, log=log,
+                     after_thinning=lambda m: recalibrate_batchnorm(
+                         m, splits.train, f.bn_recalibration_images))
+    return {"compress_s": time.perf_counter() - start}, run.thinned
 
 
 def deployed_accuracy(onnx_path: Path, test: tuple[np.ndarray, np.ndarray],
@@ -115,15 +127,18 @@ class Artifact:
     params: int
     verification: list[LayerCheck]
     timings: dict[str, float]
+    thinned: dict[str, dict[str, int]] = field(default_factory=dict)  # extension -> removed
 
 
 def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, out: Path,
           baseline_shapes: dict[str, tuple[int, ...]], test: tuple[np.ndarray, np.ndarray],
           name: str = "model", log: Log = log_stderr) -> Artifact:
     """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
-    timings = compress(model, schedule, splits, config, log)
-    return deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
-                  timings)
+    timings, thinned = compress(model, schedule, splits, config, log)
+    artifact = deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
+                      timings)
+    artifact.thinned = thinned
+    return artifact
 
 
 def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Path,
@@ -149,11 +164,11 @@ def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Pa
     return Artifact(onnx_path, deployed, top1, top5, macs, n_params, checks, timings)
 
 
-def verdict(checks: list[LayerCheck], removes_filters: bool,
+def verdict(checks: list[LayerCheck], removes_structures: bool,
             zeroes_weights: bool) -> dict[str, Any]:
     """Did the compression reach the deployed model, and is the model physically smaller?
 
-    ``removes_filters`` / ``zeroes_weights``: whether the compression asked for either, so the
+    ``removes_structures`` / ``zeroes_weights``: whether the compression asked for either, so the
     notes can say when the deployed model shows none of it.
     """
     unreached = [c.layer for c in checks if not c.reached]
@@ -164,8 +179,12 @@ def verdict(checks: list[LayerCheck], removes_filters: bool,
     if unreached:
         notes.append(f"compression did NOT reach the deployed model in {len(unreached)} "
                      f"layer(s): {', '.join(unreached[:5])}")
-    if removes_filters and not smaller:
-        notes.append("filter pruning removed nothing from the deployed model")
+    if removes_structures and not smaller:
+        notes.append("structured pruning removed nothing from the deployed model: no filter "
+                     "or channel was zero everywhere it is used")
+    if smaller:
+        notes.append(f"{len(smaller)} layer(s) physically smaller in the deployed model: "
+                     f"{', '.join(smaller[:5])}{' ...' if len(smaller) > 5 else ''}")
     if zeroes_weights and sparse and not smaller:
         notes.append("zeros are present in ONNX and OpenVINO but tensors stay dense: the same "
                      "dense kernels run, so fine-grained sparsity alone does not cut latency")
@@ -197,10 +216,12 @@ def prepare_baseline(config: Config, splits: Splits, test: tuple[np.ndarray, np.
 
 def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Path) -> Path:
     """The schedule as a Distiller-style YAML recipe at ``path``."""
-    recipe = schedule.to_recipe(prune.filter_ratios(model, schedule),
-                                prune.fine_layers(model), config.model, config.data.name)
-    header = (f"# edge_tune trial {schedule.params}: pruning at epoch 0, then "
-              f"{schedule.finetune_epochs} fine-tuning epochs\n")
+    recipe = schedule_recipe(schedule, model, config)
+    epochs = schedule.finetune_epochs
+    header = (f"# edge_tune trial {json.dumps(schedule.params)}: pruning and thinning at epoch "
+              f"0, then {epochs} fine-tuning epochs. Rerun:\n# python -m edge_tune.compress "
+              f"--recipe {path.name} --config config.yaml --recipe-epochs {max(1, epochs)} "
+              f"--epochs {epochs}\n")
     path.write_text(header + yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -232,7 +253,7 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
                                schedule.fine_sparsity > 0),
         "verification": table(artifact.verification),
         "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
-        "int8": schedule.int8, "timings": artifact.timings,
+        "int8": schedule.int8, "thinned": artifact.thinned, "timings": artifact.timings,
         "onnx": str(artifact.onnx_path), "deployed": str(artifact.deployed),
         "layers_csv": str(csv_path),
         "recipe": str(out / "schedule.yaml"), "output": str(out),

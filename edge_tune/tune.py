@@ -24,11 +24,12 @@ from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.errors import ArgumentParser, UserError, first_line, run_cli
 from edge_tune.objective import Threshold, objective
-from edge_tune.output import new_run_dir
+from edge_tune.output import check_output, new_run_dir
 from edge_tune.space import SearchSpace, check_points, load_space
 from edge_tune.trial import bench_settings, log_stderr
 
 EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
+ADDRESS_TIMEOUT_S = 5.0  # an unreachable --address fails this fast
 
 
 _SPLITS: dict[Any, Any] = {}  # DataConfig -> Splits, kept across trials of a reused worker
@@ -43,6 +44,7 @@ class TrialContext:
     base_shapes: dict[str, tuple[int, ...]]
     baseline_top1: float
     threshold_top1: float
+    actors: tuple[str, ...] = (ACTOR_NAME,)  # one benchmark actor per ncs node
 
 
 def trainable(params: dict[str, float], context: TrialContext) -> None:
@@ -76,7 +78,7 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
                      arrays(splits.test), log=lambda _: None)
     write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
     _save_ir(artifact.deployed, out)
-    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    actor = pick_actor(context.actors)
     asked = time.time()
     measured = ray.get(actor.benchmark.remote(model_files(artifact.deployed)))
     layers = [bench.LayerTime(**row) for row in measured["layers"]]
@@ -94,11 +96,25 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
         "reached": all(c.reached for c in artifact.verification),
         "bench_wait_s": measured["started"] - asked, "bench_call": measured["call"],
         "trial_node_id": ray.get_runtime_context().get_node_id(),
+        "bench_node_id": measured["node_id"],
         "bench_start": measured["started"], "bench_end": measured["ended"],
         "trial_s": time.time() - started, **artifact.timings,
     }
     tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(out)))
     shutil.rmtree(out, ignore_errors=True)
+
+
+def pick_actor(names: tuple[str, ...]) -> Any:
+    """The least loaded benchmark actor (shortest queue, then fewest calls served): trials
+    spread over the ncs nodes, and each speed-up compares against the baseline measured on
+    that same device."""
+    import ray
+
+    actors: list[Any] = [ray.get_actor(name, namespace=NAMESPACE) for name in names]
+    if len(actors) == 1:
+        return actors[0]
+    loads = ray.get([a.load.remote() for a in actors])
+    return actors[min(range(len(actors)), key=lambda i: loads[i])]
 
 
 def _save_ir(deployed: Path, out: Path) -> None:
@@ -110,11 +126,11 @@ def _save_ir(deployed: Path, out: Path) -> None:
                       compress_to_fp16=False)
 
 
-def validate(config: Config, space: SearchSpace) -> None:
+def validate(config: Config, space: SearchSpace, device_here: bool = True) -> None:
     """Every cheap check before Ray starts: params vs model, points, data, device, checkpoint."""
     from edge_tune.trial import plan
 
-    plan(config, {name: low for name, (low, _) in space.bounds.items()})
+    plan(config, {name: low for name, (low, _) in space.bounds.items()}, device_here)
     check_points(space, config.tune.points_to_evaluate, "tune.points_to_evaluate")
 
 
@@ -128,6 +144,7 @@ def connect(address: str | None, config: Config) -> Any:
         context = ray.init(resources={"ncs": 1}, include_dashboard=True,
                            dashboard_host="127.0.0.1", **kwargs)
     else:
+        check_address(address)
         try:
             context = ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -142,19 +159,101 @@ def connect(address: str | None, config: Config) -> Any:
         ray.shutdown()
         raise UserError(f"tune.trial_gpus: {config.tune.trial_gpus} per trial, but the cluster "
                         f"has {resources.get('GPU', 0):g} GPUs")
+    if address is not None:
+        try:
+            check_edge_devices(config.bench.device)
+        except UserError:
+            ray.shutdown()
+            raise
     return context
 
 
-def start_actor(baseline_model: Path, config: Config) -> Any:
-    """The benchmark actor on the ``ncs`` node, one measurement at a time."""
+def _device_problem(device: str) -> str | None:
+    from edge_tune import bench
+
+    try:
+        bench.check_device(device)
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def check_edge_devices(device: str) -> None:
+    """Ask every ``ncs`` node whether it has ``device`` (a 0-CPU task pinned to each)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(_device_problem)
+    nodes = ncs_nodes()
+    answers = ray.get([probe.options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        .remote(device) for node in nodes])
+    for node, problem in zip(nodes, answers, strict=True):
+        if problem:
+            raise UserError(f"{problem.replace(' here;', f' on ncs node {node[:8]};')}")
+
+
+def ray_shutdown() -> None:
     import ray
 
-    remote = ray.remote(BenchActor).options(
-        name=ACTOR_NAME, namespace=NAMESPACE, resources={"ncs": 1}, num_cpus=0,
-        max_concurrency=1, max_restarts=3, max_task_retries=1)
-    actor: Any = remote.remote(model_files(baseline_model), bench_settings(config))
-    ray.get(actor.info.remote())  # fail here, not in the first trial, if it cannot start
-    return actor
+    ray.shutdown()
+
+
+def check_address(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that answers within seconds; ``auto`` is Ray's."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got "
+                        f"{address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise UserError(f"--address: cannot reach {hostport} within {ADDRESS_TIMEOUT_S:g} s "
+                        f"({err.strerror or type(err).__name__}); is the head node up?") from None
+
+
+def ncs_nodes() -> list[str]:
+    """Ids of the alive nodes that advertise the ``ncs`` resource, in Ray's order."""
+    import ray
+
+    return [n["NodeID"] for n in ray.nodes()
+            if n.get("Alive") and n.get("Resources", {}).get("ncs", 0) >= 1]
+
+
+def actor_name(index: int) -> str:
+    return ACTOR_NAME if index == 0 else f"{ACTOR_NAME}_{index}"
+
+
+def start_actors(baseline_model: Path, config: Config) -> list[Any]:
+    """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
+
+    Threaded (``max_concurrency``) so its queue length and info answer during a measurement;
+    the actor's own lock serialises the device. 0 CPUs: trials keep the node's cores.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    files = model_files(baseline_model)
+    actors: list[Any] = []
+    for index, node in enumerate(ncs_nodes()):
+        remote = ray.remote(BenchActor).options(
+            name=actor_name(index), namespace=NAMESPACE, resources={"ncs": 1}, num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            max_concurrency=16, max_restarts=3, max_task_retries=1)
+        actors.append(remote.remote(files, bench_settings(config)))
+    ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
+    return actors
+
+
+def start_actor(baseline_model: Path, config: Config) -> Any:
+    """The benchmark actor of the first ``ncs`` node (the only one on a single machine)."""
+    return start_actors(baseline_model, config)[0]
 
 
 def _wandb_mode() -> str:
@@ -177,8 +276,17 @@ def _progress_callback(total: int) -> Any:
     from ray import tune
 
     class Progress(tune.Callback):
+        def __init__(self) -> None:
+            from ray.util import metrics
+
+            self.best = float("inf")
+            self.gauge = metrics.Gauge("edge_tune_best_objective",
+                                       "lowest objective so far (latency ratio if feasible)")
+
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
+            self.best = min(self.best, float(result["objective"]))
+            self.gauge.set(self.best)
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
             params = ", ".join(f"{k}={v:.2f}" for k, v in trial.config.items())
             log_stderr(f"trial {done}/{total} {trial.trial_id}: {params} -> top-1 "
@@ -192,9 +300,10 @@ def _progress_callback(total: int) -> Any:
     return Progress()
 
 
-def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
+def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str,
              wandb: bool) -> dict[str, Any]:
-    """Run the experiment into ``out``; returns the summary written to summary.json."""
+    """Run the experiment into ``out`` on the connected Ray; returns the summary (summary.json).
+    """
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -213,44 +322,38 @@ def run_tune(config: Config, space: SearchSpace, out: Path, address: str | None,
     threshold_top1 = threshold.value(base.artifact.top1)
     log_stderr(f"baseline top-1 {base.artifact.top1:.2f}% (as deployed); threshold "
                f"{threshold_top1:.2f}%")
+    actors = start_actors(base.artifact.deployed, config)  # held: a named actor dies
+    actor_info = ray.get([a.info.remote() for a in actors])  # with its last handle
+    log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
+               f"({', '.join(i['host'] for i in actor_info)})")
+    ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
+                       base.shapes, base.artifact.top1, threshold_top1,
+                       tuple(actor_name(i) for i in range(len(actors))))
+    # the config's starting points replace the space's own
+    points = config.tune.points_to_evaluate or space.points
+    searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
+                              random_search_steps=config.tune.random_steps,
+                              points_to_evaluate=points or None,
+                              patience=config.tune.num_samples)
+    callbacks: list[Any] = [_progress_callback(config.tune.num_samples)]
     if wandb:
-        os.environ.setdefault("WANDB_MODE", _wandb_mode())
-        os.environ.setdefault("WANDB_SILENT", "true")
-    context = connect(address, config)
-    dashboard = getattr(context, "dashboard_url", "") or ""
-    if dashboard:
-        log_stderr(f"Ray dashboard: http://{dashboard}")
-    try:
-        actor = start_actor(base.artifact.deployed, config)  # held: a named actor dies with
-        actor_info = ray.get(actor.info.remote())  # its last handle
-        ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
-                           base.shapes, base.artifact.top1, threshold_top1)
-        # the config's starting points replace the space's own
-        points = config.tune.points_to_evaluate or space.points
-        searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
-                                  random_search_steps=config.tune.random_steps,
-                                  points_to_evaluate=points or None,
-                                  patience=config.tune.num_samples)
-        callbacks: list[Any] = [_progress_callback(config.tune.num_samples)]
-        if wandb:
-            callbacks.append(_wandb_callback(config, out, out.name))
-        resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, context=ctx), resources),
-            param_space=space.tune_space(),
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, config.tune.max_concurrent),
-                num_samples=config.tune.num_samples, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
-                verbose=0))
-        results = tuner.fit()
-        del actor  # its last handle: the actor ends with the experiment
-        summary = collect(results, out, base, threshold_top1, config, space)
-        summary["bench_actor"] = actor_info
-    finally:
-        ray.shutdown()
+        callbacks.append(_wandb_callback(config, out, out.name))
+    resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, context=ctx), resources),
+        param_space=space.tune_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, config.tune.max_concurrent),
+            num_samples=config.tune.num_samples, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
+            verbose=0))
+    results = tuner.fit()
+    del actors  # the last handles: the actors end with the experiment
+    summary = collect(results, out, base, threshold_top1, config, space)
+    summary["bench_actor"] = actor_info[0]
+    summary["bench_actors"] = actor_info
     summary["seconds"] = time.time() - started
     summary["dashboard"] = f"http://{dashboard}" if dashboard else None
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -350,9 +453,24 @@ def main(argv: list[str] | None = None) -> int:
         cpus = max(1, (os.cpu_count() or 1) // config.tune.max_concurrent)
         config = replace(config, tune=replace(config.tune, trial_cpus=float(cpus)))
     space = load_space(config.tune.search_space)
-    validate(config, space)
-    out = new_run_dir(args.output, "tune")
-    summary = run_tune(config, space, out, args.address, wandb=not args.no_wandb)
+    validate(config, space, device_here=args.address is None)
+    check_output(args.output)
+    wandb = not args.no_wandb
+    if wandb:  # before Ray starts: its workers inherit the environment
+        os.environ.setdefault("WANDB_MODE", _wandb_mode())
+        os.environ.setdefault("WANDB_SILENT", "true")
+    if args.address is not None:
+        check_address(args.address)
+    # Ray first: no ncs node or too few GPUs fail in seconds, before the output directory
+    context = connect(args.address, config)
+    try:
+        out = new_run_dir(args.output, "tune")
+        dashboard = getattr(context, "dashboard_url", "") or ""
+        if dashboard:
+            log_stderr(f"Ray dashboard: http://{dashboard}")
+        summary = run_tune(config, space, out, dashboard, wandb)
+    finally:
+        ray_shutdown()
     print_table(summary, out)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,13 @@ def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) 
         threads = [threading.Thread(target=call) for _ in range(3)]
         for thread in threads:
             thread.start()
+        queued = []
+        while any(t.is_alive() for t in threads):  # the actor answers while it measures
+            queued.append(ray.get(actor.queue_length.remote()))
+            time.sleep(0.05)
         for thread in threads:
             thread.join()
+        assert max(queued) >= 2 and ray.get(actor.queue_length.remote()) == 0
         spans = sorted((r["started"], r["ended"]) for r in results)
         assert len(spans) == 3
         for (_, end), (start, _) in itertools.pairwise(spans):

@@ -72,6 +72,11 @@ def test_rescale_keeps_last_epoch_actions_inside_the_run() -> None:
     thinner = next(p for p in short.policies if p.instance == "net_thinner")
     assert thinner.epochs == (5,)  # 179 of 180 -> the last of 6 epochs, not past the end
     assert "net_thinner" in [p.instance for p in short.at(5)]
+    # 30x fewer mini-batches: the penalty (and Distiller's threshold = strength) 30x stronger
+    regims = short.instances["Channels_groups_regularizer"].args["reg_regims"]
+    assert regims["layer1.0.conv2.weight"] == (pytest.approx(0.0008 * 30), "Channels")
+    assert recipe.instances["Channels_groups_regularizer"].args["reg_regims"][
+        "layer1.0.conv2.weight"][0] == 0.0008  # the loaded recipe is left as it was
 
 
 def test_rescale_maps_epochs_proportionally() -> None:

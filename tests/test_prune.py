@@ -1,78 +1,116 @@
-"""Contract over every registered pruner, plus what each kind must do to a residual network."""
+"""Contract over every registered pruner class, plus the layer choices the tuner's recipes use."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 from edge_tune import prune
+from edge_tune.compress import RecipeRun, apply_recipe
+from edge_tune.distiller import CLASSES, recipe_from_dict
 from edge_tune.errors import UserError
 from edge_tune.models import create_model
-from edge_tune.recipe import schedule_from_params
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
+TARGET = "layer3.1.conv1.weight"  # not tied by a residual add: one layer, one ratio
+# per class: arguments naming TARGET, the level the runner passes, the zero fraction expected
+CASES: dict[str, tuple[dict[str, Any], float, float]] = {
+    "SparsityLevelParameterPruner": ({"levels": {TARGET: 0.6}}, 0.0, 0.6),
+    "MagnitudeParameterPruner": ({"thresholds": {TARGET: 0.0}}, 0.0, 0.0),
+    "AutomatedGradualPruner": ({"weights": [TARGET]}, 0.4, 0.4),
+    "L1RankedStructureParameterPruner": ({"weights": [TARGET], "group_type": "Filters"},
+                                         0.25, 0.25),
+    "L1RankedStructureParameterPruner_AGP": ({"weights": [TARGET], "group_type": "Channels"},
+                                             0.5, 0.5),
+}
 
 
-def _kept_fraction(model: nn.Module, name: str, baseline_filters: int) -> float:
-    """Fraction of the layer's weights still doing work: filters left x non-zeros among them."""
-    weight = dict(model.named_modules())[name].weight.detach()
-    filters = weight.shape[0] / baseline_filters
-    return filters * float((weight != 0).sum()) / weight.numel()
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("kind", sorted(prune.PRUNERS))
-def test_pruner_contract(kind: str) -> None:
-    """Every pruner: prunes the named layers by about the ratio, leaves others, model runs."""
+def _no_ties(names: tuple[str, ...]) -> list[list[str]]:
+    return [[n] for n in names]
+
+
+def test_every_distiller_pruner_class_is_registered() -> None:
+    assert set(prune.PRUNERS) == {c for c, s in CLASSES.items() if s.section == "pruners"}
+    assert set(CASES) == set(prune.PRUNERS)  # a new pruner needs a case below
+
+
+@pytest.mark.parametrize("cls", sorted(prune.PRUNERS))
+def test_pruner_contract(cls: str) -> None:
+    """Every pruner: 0/1 masks of the weight's shape for the named weight only, at the level."""
+    torch.manual_seed(0)
     model = create_model("resnet20_cifar", 10).eval()
-    before = model(torch.randn(2, 3, 32, 32)).shape
-    target, other = "layer3.1.conv1", "layer1.0.conv1"
-    filters = {n: m.weight.shape[0] for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    prune.get_pruner(kind).apply(model, EXAMPLE, {target: 0.5})
-    prune.finalize(model)
-    assert _kept_fraction(model, target, filters[target]) == pytest.approx(0.5, abs=0.02)
-    assert _kept_fraction(model, other, filters[other]) == 1.0
-    assert model(torch.randn(2, 3, 32, 32)).shape == before
-    assert not any(hasattr(m, "weight_mask") for m in model.modules())
+    weights = _weights(model)
+    args, level, expected = CASES[cls]
+    masks = prune.get_pruner(cls).masks(weights, args, level, _no_ties)
+    assert set(masks) == {TARGET}
+    mask = masks[TARGET]
+    assert mask.shape == weights[TARGET].shape
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert float((mask == 0).float().mean()) == pytest.approx(expected, abs=0.01)
+    kept = weights[TARGET].abs()[mask == 1]
+    dropped = weights[TARGET].abs()[mask == 0]
+    if dropped.numel() and "Structure" not in cls:  # the smallest magnitudes go first
+        assert float(dropped.max()) <= float(kept.min())
+    again = prune.get_pruner(cls).masks(weights, args, level, _no_ties)
+    assert torch.equal(again[TARGET], mask)
+
+
+def test_magnitude_threshold_zeroes_what_is_below_it() -> None:
+    weights = _weights(create_model("resnet20_cifar", 10))
+    masks = prune.get_pruner("MagnitudeParameterPruner").masks(
+        weights, {"thresholds": {TARGET: 0.05}}, 0.0, _no_ties)
+    assert torch.equal(masks[TARGET], (weights[TARGET].abs() > 0.05).float())
 
 
 def test_unknown_pruner_lists_names() -> None:
-    with pytest.raises(UserError, match="valid: filters, fine"):
-        prune.get_pruner("channels")
+    with pytest.raises(UserError, match="did you mean 'AutomatedGradualPruner'"):
+        prune.get_pruner("AutomatedGradualPrunner")
 
 
-def test_filter_pruning_keeps_residual_groups_consistent() -> None:
+def _tuner_recipe(model: nn.Module, ratios: dict[str, float]) -> dict[str, Any]:
+    return {"pruners": {"f": {"class": "L1RankedStructureParameterPruner",
+                              "group_type": "Filters", "desired_sparsity": 0.5,
+                              "weights": [f"{n}.weight" for n, r in ratios.items() if r]}},
+            "extensions": {"t": {"class": "FilterRemover"}},
+            "policies": [{"pruner": {"instance_name": "f"}, "epochs": [0]},
+                         {"extension": {"instance_name": "t"}, "epochs": [0]}]}
+
+
+def test_filter_pruning_and_thinning_keep_residual_groups_consistent() -> None:
+    from edge_tune.recipe import schedule_from_params
+
     model = create_model("resnet20_cifar", 10).eval()
-    schedule = schedule_from_params({"filter_ratio_layer1": 0.5, "filter_ratio_layer2": 0.25,
-                                     "filter_ratio_layer3": 0.75}, model.stages, 0)
-    prune.get_pruner("filters").apply(model, EXAMPLE, prune.filter_ratios(model, schedule))
+    schedule = schedule_from_params({"filter_ratio": 0.5}, model.stages, 0)
+    ratios = prune.filter_ratios(model, schedule)
+    assert set(ratios.values()) == {0.5} and "conv1" in ratios
+    run: RecipeRun = apply_recipe(model, _tuner_recipe(model, ratios), EXAMPLE)
     shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
               if isinstance(m, nn.Conv2d | nn.Linear)}
-    assert shapes["conv1"][0] == 8  # stem feeds layer1's residual stream: layer1's ratio
+    assert shapes["conv1"][0] == 8  # the stem feeds layer1's residual stream
     assert {shapes[f"layer1.{b}.conv2"][0] for b in range(3)} == {8}
-    assert shapes["layer2.0.downsample.0"] == (24, 8, 1, 1)
-    assert {shapes[f"layer2.{b}.conv2"][0] for b in range(3)} == {24}
-    assert shapes["layer3.1.conv1"][0] == 16
-    assert shapes["fc"] == (10, 16)  # the classifier's inputs follow, its outputs stay
+    assert shapes["layer2.0.downsample.0"] == (16, 8, 1, 1)
+    assert shapes["layer3.1.conv1"] == (32, 32, 3, 3)
+    assert shapes["fc"] == (10, 32)  # the classifier's inputs follow, its outputs stay
+    assert sum(run.thinned["t"].values()) > 0
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_fine_pruning_zeroes_smallest_weights_and_keeps_masks_while_training() -> None:
-    model = create_model("simple_cnn", 10)
-    conv = model.conv2
-    smallest = conv.weight.detach().abs().flatten().argsort()[:10]
-    prune.get_pruner("fine").apply(model, EXAMPLE, {"conv2": 0.8})
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = model(torch.randn(4, 3, 16, 16)).sum()
-    loss.backward()
-    optimizer.step()
-    prune.finalize(model)
-    weight = conv.weight.detach().flatten()
-    assert float((weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
-    assert (weight[smallest] == 0).all()
+def test_stage_ratios_and_fine_layers() -> None:
+    from edge_tune.recipe import schedule_from_params
 
-
-def test_fine_layers_skip_the_input_conv() -> None:
     model = create_model("resnet20_cifar", 10)
+    schedule = schedule_from_params({"filter_ratio_layer1": 0.5, "filter_ratio_layer3": 0.75},
+                                    model.stages, 0)
+    ratios = prune.filter_ratios(model, schedule)
+    assert ratios["conv1"] == ratios["layer1.2.conv2"] == 0.5
+    assert ratios["layer2.0.downsample.0"] == 0.0 and ratios["layer3.0.conv1"] == 0.75
     layers = prune.fine_layers(model)
     assert "conv1" not in layers and "layer1.0.conv1" in layers and len(layers) == 20
+    assert recipe_from_dict(_tuner_recipe(model, ratios)).policies

@@ -50,8 +50,11 @@ def test_recipe_is_distiller_shaped_yaml() -> None:
     assert again["extensions"]["net_thinner"]["class"] == "FilterRemover"
     assert again["pruners"]["fine_pruner"]["levels"] == {"module.layer1.0.conv1.weight": 0.8}
     assert again["quantizers"]["post_train_int8"]["class"] == "PostTrainLinearQuantizer"
-    assert [p.get("pruner", p.get("extension"))["instance_name"] for p in again["policies"]] == [
-        "filter_pruner_0", "net_thinner", "fine_pruner"]
+    kinds = ("pruner", "extension", "lr_scheduler")
+    assert [next(p[k] for k in kinds if k in p)["instance_name"] for p in again["policies"]] == [
+        "filter_pruner_0", "net_thinner", "fine_pruner", "finetune_lr"]
+    assert again["lr_schedulers"]["finetune_lr"] == {"class": "CosineAnnealingLR", "T_max": 2}
+    assert again["policies"][-1]["ending_epoch"] == 2
     from edge_tune.distiller import recipe_from_dict
 
     loaded = recipe_from_dict(again)  # the round trip: Distiller's loader accepts it

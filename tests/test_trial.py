@@ -68,10 +68,22 @@ def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert conv2["openvino_shape"][0] == conv2["baseline_shape"][0] // 2
     assert conv2["openvino_sparsity"] >= 49.0
     assert Path(r["layers_csv"]).read_text().startswith("node,type,kernel,ms")
+    assert r["thinned"]["net_thinner"]  # the trial went through the recipe's thinning
     recipe = yaml.safe_load((out / "schedule.yaml").read_text())
     assert set(recipe["pruners"]) == {"filter_pruner_0", "fine_pruner"}
     assert json.loads((out / "result.json").read_text())["top1"] == r["top1"]
     assert "[edge_tune] fine-tuning 1 epochs" in result.stderr  # progress on stderr
+    # the recipe a person reads is the one that ran: rerunning it compresses the same way
+    header = (out / "schedule.yaml").read_text().splitlines()[1]
+    flags = header.removeprefix("# python -m edge_tune.compress ").split()
+    assert flags[:2] == ["--recipe", "schedule.yaml"]
+    args = [str(out / a) if a.endswith(".yaml") else a for a in flags]
+    rerun = run_module("edge_tune.compress", *args, "--output", str(tmp_path / "rerun"))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = json.loads(rerun.stdout)
+    shapes = {row["layer"]: row["openvino_shape"] for row in r["verification"]}
+    assert {row["layer"]: row["openvino_shape"] for row in again["verification"]} == shapes
+    assert again["int8"] and again["thinned"] == r["thinned"]
 
 
 @pytest.mark.slow

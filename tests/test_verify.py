@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_tune import prune
+from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx, weight_stats
 from edge_tune.models import create_model
 from edge_tune.quantize import quantize
@@ -30,9 +30,15 @@ def sparse_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Mod
     torch.manual_seed(0)
     model = create_model("resnet20_cifar", 10).eval()
     baseline = {k: v[0] for k, v in weight_stats(model).items()}
-    prune.get_pruner("filters").apply(model, EXAMPLE, {"layer2.1.conv1": 0.5})
-    prune.get_pruner("fine").apply(model, EXAMPLE, {"layer3.2.conv2": 0.8})
-    prune.finalize(model)
+    apply_recipe(model, {
+        "pruners": {"f": {"class": "L1RankedStructureParameterPruner", "group_type": "Filters",
+                          "desired_sparsity": 0.5, "weights": ["layer2.1.conv1.weight"]},
+                    "z": {"class": "SparsityLevelParameterPruner",
+                          "levels": {"layer3.2.conv2.weight": 0.8}}},
+        "extensions": {"t": {"class": "FilterRemover"}},
+        "policies": [{"pruner": {"instance_name": "f"}, "epochs": [0]},
+                     {"extension": {"instance_name": "t"}, "epochs": [0]},
+                     {"pruner": {"instance_name": "z"}, "epochs": [0]}]}, EXAMPLE)
     path = export_onnx(model, EXAMPLE, tmp_path_factory.mktemp("verify") / "m.onnx")
     model.baseline_shapes = baseline  # type: ignore[assignment]
     return model, path
