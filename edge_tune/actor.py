@@ -9,6 +9,7 @@ taken on the same device moments apart.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -70,9 +71,18 @@ class BenchActor:
     def benchmark(self, files: ModelFiles, per_layer: bool = True) -> dict[str, Any]:
         """Measure ``files`` and the baseline, interleaved; figures in ms, batch 1.
 
-        Returns ``model`` and ``baseline`` summaries, the model's per-layer rows, and when the
+        Returns ``model`` and ``baseline`` summaries, both models' per-layer rows, and when the
         measurement started and ended (s, epoch) so callers can check nothing overlapped.
         """
+        out = self.benchmark_set({"model": files}, per_layer)
+        model, baseline = out.pop("models")["model"], out.pop("baseline")
+        return {"model": model["summary"], "baseline": baseline["summary"],
+                "layers": model["layers"], "baseline_layers": baseline["layers"], **out}
+
+    def benchmark_set(self, models: dict[str, ModelFiles],
+                      per_layer: bool = True) -> dict[str, Any]:
+        """Measure several models and the baseline in one interleaved session (ms, batch 1),
+        so every ratio between them compares numbers taken side by side."""
         metrics = self._meter()
         with self._count:
             self.queued += 1
@@ -81,27 +91,29 @@ class BenchActor:
         try:
             with self._device:
                 started = time.time()
-                result = self._measure(files, per_layer, call)
+                results = self._measure(models, per_layer, call)
                 ended = time.time()
         finally:
             with self._count:
                 self.queued -= 1
             metrics.queue(self.queued)
-        metrics.done(ended - started)
-        return {**result, "started": started, "ended": ended, "call": call,
-                "node_id": self.info()["node_id"]}
+        metrics.done(ended - started, len(models))
+        baseline = results.pop("baseline")
+        return {"baseline": baseline, "models": results, "started": started, "ended": ended,
+                "call": call, "node_id": self.info()["node_id"], "pid": os.getpid()}
 
-    def _measure(self, files: ModelFiles, per_layer: bool, call: int) -> dict[str, Any]:
-        path = _write(files, self.folder / f"call{call}")
+    def _measure(self, models: dict[str, ModelFiles], per_layer: bool,
+                 call: int) -> dict[str, dict[str, Any]]:
+        folder = self.folder / f"call{call}"
+        paths = {name: _write(files, folder / str(i))
+                 for i, (name, files) in enumerate(models.items())}
         try:
-            results = bench.benchmark_models({"baseline": self.baseline, "model": path},
+            results = bench.benchmark_models({"baseline": self.baseline, **paths},
                                              self.settings, per_layer=per_layer)
         finally:
-            for file in path.parent.iterdir():
-                file.unlink()
-            path.parent.rmdir()
-        return {"model": results["model"].summary(), "baseline": results["baseline"].summary(),
-                "layers": [asdict(layer) for layer in results["model"].layers]}
+            shutil.rmtree(folder, ignore_errors=True)
+        return {name: {"summary": r.summary(), "layers": [asdict(x) for x in r.layers]}
+                for name, r in results.items()}
 
     def _meter(self) -> Metrics:
         if self._metrics is None:
@@ -146,7 +158,7 @@ class Metrics:
         if self.enabled:
             self.queue_gauge.set(length)
 
-    def done(self, seconds: float) -> None:
+    def done(self, seconds: float, models: int = 1) -> None:
         if self.enabled:
             self.seconds.observe(seconds)
-            self.count.inc()
+            self.count.inc(models)

@@ -141,19 +141,24 @@ def _fps(compiled: Any, data: np.ndarray, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+PROFILE_RUNS = 30  # profiled inferences per model, after the warm-up
+
+
 def _layers(path: str | Path, settings: BenchSettings, data: np.ndarray) -> list[LayerTime]:
-    """Per-layer real times (ms), averaged over a few profiled inferences, executed nodes only."""
+    """Per-layer real times (ms): the median over profiled inferences after a warm-up (cold
+    caches would charge the first model profiled), executed nodes only."""
     compiled = compile_model(path, settings, perf_count=True)
     request = compiled.create_infer_request()
-    runs = 20
-    totals: dict[tuple[str, str, str], float] = {}
-    for _ in range(runs):
+    for _ in range(settings.warmup):
+        request.infer({0: data})
+    times: dict[tuple[str, str, str], list[float]] = {}
+    for _ in range(PROFILE_RUNS):
         request.infer({0: data})
         for info in request.get_profiling_info():
             if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status):
                 key = (info.node_name, info.node_type, info.exec_type)
-                totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e3
-    return [LayerTime(n, t, k, ms / runs) for (n, t, k), ms in totals.items()]
+                times.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
+    return [LayerTime(n, t, k, float(statistics.median(ms))) for (n, t, k), ms in times.items()]
 
 
 def _stats(samples: list[float], fps: float, layers: list[LayerTime]) -> BenchResult:

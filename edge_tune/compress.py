@@ -278,6 +278,24 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
     return run
 
 
+def channel_prunable(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Conv weights whose input channels only that conv reads (ResNet: each block's conv2):
+    the channels a ChannelRemover can take out without touching a residual stream."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][1:]
+    out = []
+    for name, conv in convs:
+        group = graph.get_pruning_group(conv, tp.prune_conv_in_channels, idxs=[0])
+        readers = {dep.target.name for dep, _ in group
+                   if getattr(dep.handler, "__name__", "") == "prune_in_channels"
+                   and isinstance(dep.target.module, nn.Conv2d | nn.Linear)}
+        if len(readers) == 1:
+            out.append(f"{name}.weight")
+    return out
+
+
 def apply_recipe(model: nn.Module, raw: dict[str, Any], example: torch.Tensor) -> RecipeRun:
     """A recipe's epoch-0 actions (masks, thinning) on ``model``, without training."""
     from edge_tune.distiller import recipe_from_dict

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from ray.tune import Callback
 
 from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
 from edge_tune.config import Config, config_to_dict, load_config
@@ -81,8 +82,8 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
     actor = pick_actor(context.actors)
     asked = time.time()
     measured = ray.get(actor.benchmark.remote(model_files(artifact.deployed)))
-    layers = [bench.LayerTime(**row) for row in measured["layers"]]
-    bench.write_layers_csv(layers, out / "layers.csv")
+    for key, csv_name in (("layers", "layers.csv"), ("baseline_layers", "baseline_layers.csv")):
+        bench.write_layers_csv([bench.LayerTime(**row) for row in measured[key]], out / csv_name)
     model_ms, base_ms = measured["model"]["latency_ms"], measured["baseline"]["latency_ms"]
     metrics = {
         "objective": objective(artifact.top1, model_ms, base_ms, context.threshold_top1),
@@ -96,7 +97,7 @@ def trainable(params: dict[str, float], context: TrialContext) -> None:
         "reached": all(c.reached for c in artifact.verification),
         "bench_wait_s": measured["started"] - asked, "bench_call": measured["call"],
         "trial_node_id": ray.get_runtime_context().get_node_id(),
-        "bench_node_id": measured["node_id"],
+        "bench_node_id": measured["node_id"], "bench_pid": measured["pid"],
         "bench_start": measured["started"], "bench_end": measured["ended"],
         "trial_s": time.time() - started, **artifact.timings,
     }
@@ -230,16 +231,20 @@ def actor_name(index: int) -> str:
     return ACTOR_NAME if index == 0 else f"{ACTOR_NAME}_{index}"
 
 
-def start_actors(baseline_model: Path, config: Config) -> list[Any]:
+def start_actors(baseline_model: Path, config: Config,
+                 pinned: list[Any] | None = None) -> list[Any]:
     """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
 
     Threaded (``max_concurrency``) so its queue length and info answer during a measurement;
-    the actor's own lock serialises the device. 0 CPUs: trials keep the node's cores.
+    the actor's own lock serialises the device. 0 CPUs: trials keep the node's cores. A dead
+    actor process restarts (3 times) and the call in flight is retried once.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    files = model_files(baseline_model)
+    files = ray.put(model_files(baseline_model))
+    if pinned is not None:
+        pinned.append(files)  # the caller keeps it alive: restarts re-run the constructor
     actors: list[Any] = []
     for index, node in enumerate(ncs_nodes()):
         remote = ray.remote(BenchActor).options(
@@ -271,50 +276,63 @@ def _wandb_callback(config: Config, out: Path, run_name: str) -> Any:
                                dir=str(folder), log_config=False)
 
 
-def _progress_callback(total: int) -> Any:
-    """A Tune callback printing one line per finished trial (stderr) with its figures."""
-    from ray import tune
+class Progress(Callback):
+    """Tune callback: one stderr line per finished trial, and the best-objective Ray gauge.
 
-    class Progress(tune.Callback):
-        def __init__(self) -> None:
+    A plain module-level class (Tune pickles callbacks with the experiment, and a resumed run
+    unpickles them); the gauge is made on first use, never pickled.
+    """
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.best = float("inf")
+        self._gauge: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_gauge": None}
+
+    def _set_gauge(self, value: float) -> None:
+        if self._gauge is None:
             from ray.util import metrics
 
-            self.best = float("inf")
-            self.gauge = metrics.Gauge("edge_tune_best_objective",
-                                       "lowest objective so far (latency ratio if feasible)")
+            self._gauge = metrics.Gauge("edge_tune_best_objective",
+                                        "lowest objective so far (latency ratio if feasible)")
+        self._gauge.set(value)
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            self.best = min(self.best, float(result["objective"]))
-            self.gauge.set(self.best)
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            params = ", ".join(f"{k}={v:.2f}" for k, v in trial.config.items())
-            log_stderr(f"trial {done}/{total} {trial.trial_id}: {params} -> top-1 "
-                       f"{result['top1']:.2f}%, {result['latency_ms']:.3f} ms, "
-                       f"{result['speedup']:.2f}x, objective {result['objective']:.3f}")
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.best = min(self.best, float(result["objective"]))
+        self._set_gauge(self.best)
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+        params = ", ".join(f"{k}={v:.2f}" for k, v in trial.config.items())
+        log_stderr(f"trial {done}/{self.total} {trial.trial_id}: {params} -> top-1 "
+                   f"{result['top1']:.2f}%, {result['latency_ms']:.3f} ms, "
+                   f"{result['speedup']:.2f}x, objective {result['objective']:.3f}")
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any,
-                           **info: Any) -> None:
-            log_stderr(f"trial {trial.trial_id} failed: see trials.jsonl")
-
-    return Progress()
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log_stderr(f"trial {trial.trial_id} failed (its error is in trials.jsonl); the "
+                   "experiment goes on")
 
 
-def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str,
-             wandb: bool) -> dict[str, Any]:
-    """Run the experiment into ``out`` on the connected Ray; returns the summary (summary.json).
+def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wandb: bool,
+             resume: bool = False) -> dict[str, Any] | None:
+    """Run (or, with ``resume``, continue) the experiment in ``out`` on the connected Ray.
+
+    Returns the summary written to summary.json, or None when the run was interrupted before
+    every trial finished (Tune saved its state: ``--resume`` continues it).
     """
     import ray
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.bayesopt import BayesOptSearch
 
     from edge_tune.data import load_data
     from edge_tune.train import set_threads
     from edge_tune.trial import arrays, prepare_baseline
 
     started = time.time()
-    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    if not resume:
+        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config),
+                                                        sort_keys=False))
     set_threads(config.train_threads)
     splits = load_data(config.data)
     base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
@@ -322,26 +340,58 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str,
     threshold_top1 = threshold.value(base.artifact.top1)
     log_stderr(f"baseline top-1 {base.artifact.top1:.2f}% (as deployed); threshold "
                f"{threshold_top1:.2f}%")
-    actors = start_actors(base.artifact.deployed, config)  # held: a named actor dies
-    actor_info = ray.get([a.info.remote() for a in actors])  # with its last handle
+    pinned: list[Any] = []  # the actors' constructor arguments: a restarted actor needs them
+    actors = start_actors(base.artifact.deployed, config, pinned)  # held: a named actor
+    actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(i['host'] for i in actor_info)})")
     ctx = TrialContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
                        base.shapes, base.artifact.top1, threshold_top1,
                        tuple(actor_name(i) for i in range(len(actors))))
+    resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
+    runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx), resources)
+    if resume:
+        # finished trials are kept, unfinished ones continue; the searcher's state comes back
+        # from the experiment checkpoint; errored trials stay errored (their errors recorded)
+        tuner = tune.Tuner.restore(str((out / EXPERIMENT).resolve()), trainable=runnable,
+                                   resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = _new_tuner(runnable, config, space, out, wandb)
+    results = tuner.fit()
+    del actors, pinned  # the last handles: the actors end with the experiment
+    finished = sum(1 for i in range(len(results))
+                   if results[i].error is not None or "objective" in (results[i].metrics or {}))
+    if finished < config.tune.num_samples:
+        log_stderr(f"interrupted after {finished} of {config.tune.num_samples} trials; the "
+                   f"state is saved: python -m edge_tune.tune --resume {out}")
+        return None
+    summary = collect(results, out, base, threshold_top1, config, space)
+    summary["bench_actor"] = actor_info[0]
+    summary["bench_actors"] = actor_info
+    summary["seconds"] = time.time() - started
+    summary["resumed"] = resume
+    summary["dashboard"] = f"http://{dashboard}" if dashboard else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
+               wandb: bool) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.bayesopt import BayesOptSearch
+
     # the config's starting points replace the space's own
     points = config.tune.points_to_evaluate or space.points
     searcher = BayesOptSearch(metric="objective", mode="min", random_state=config.tune.seed,
                               random_search_steps=config.tune.random_steps,
                               points_to_evaluate=points or None,
                               patience=config.tune.num_samples)
-    callbacks: list[Any] = [_progress_callback(config.tune.num_samples)]
+    callbacks: list[Any] = [Progress(config.tune.num_samples)]
     if wandb:
         callbacks.append(_wandb_callback(config, out, out.name))
-    resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, context=ctx), resources),
-        param_space=space.tune_space(),
+    return tune.Tuner(
+        runnable, param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, config.tune.max_concurrent),
             num_samples=config.tune.num_samples, reuse_actors=True),
@@ -349,15 +399,6 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str,
             name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
             verbose=0))
-    results = tuner.fit()
-    del actors  # the last handles: the actors end with the experiment
-    summary = collect(results, out, base, threshold_top1, config, space)
-    summary["bench_actor"] = actor_info[0]
-    summary["bench_actors"] = actor_info
-    summary["seconds"] = time.time() - started
-    summary["dashboard"] = f"http://{dashboard}" if dashboard else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
 def collect(results: Any, out: Path, base: Any, threshold_top1: float, config: Config,
@@ -441,7 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="searcher seed (tune.seed)")
     parser.add_argument("--no-wandb", action="store_true", help="do not mirror trials to "
                         "Weights & Biases (default: mirror; offline when WANDB_API_KEY is unset)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with "
+                        "its own config: finished trials are kept, the searcher's state is "
+                        "restored")
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        return resume_main(args)
     config = load_config(args.config)
     if args.num_samples is not None:
         if args.num_samples < 1:
@@ -471,6 +517,46 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_tune(config, space, out, dashboard, wandb)
     finally:
         ray_shutdown()
+    if summary is None:
+        return 130
+    print_table(summary, out)
+    return 0
+
+
+def resume_main(args: Any) -> int:
+    """``--resume RUN_DIR``: the run's own config and experiment state, checked before Ray."""
+    from ray import tune
+
+    out = Path(args.resume)
+    for flag in ("config", "output", "num_samples", "seed"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--resume: {'--' + flag.replace('_', '-')} is not allowed; a "
+                            "resumed run keeps its own config and directory")
+    if not (out / "config.yaml").is_file() or not tune.Tuner.can_restore(
+            str((out / EXPERIMENT).resolve())):
+        raise UserError(f"--resume: {str(out)!r} holds no interrupted edge_tune run "
+                        f"(config.yaml and {EXPERIMENT}/ experiment state)")
+    if (out / "summary.json").is_file():
+        raise UserError(f"--resume: {str(out)!r} already finished (summary.json); nothing to "
+                        "resume")
+    config = load_config(str(out / "config.yaml"))
+    space = load_space(config.tune.search_space)
+    validate(config, space, device_here=args.address is None)
+    wandb = not args.no_wandb
+    if wandb:
+        os.environ.setdefault("WANDB_MODE", _wandb_mode())
+        os.environ.setdefault("WANDB_SILENT", "true")
+    if args.address is not None:
+        check_address(args.address)
+    context = connect(args.address, config)
+    try:
+        log_stderr(f"resuming {out}")
+        summary = run_tune(config, space, out, getattr(context, "dashboard_url", "") or "",
+                           wandb, resume=True)
+    finally:
+        ray_shutdown()
+    if summary is None:
+        return 130
     print_table(summary, out)
     return 0
 

@@ -60,6 +60,15 @@ def _onnx_layers(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
     return weights, nodes
 
 
+def node_layers(path: str | Path) -> dict[str, str]:
+    """ONNX Conv/Gemm node name -> the layer it computes (``layer1.0.conv1``), from its weight.
+
+    OpenVINO keeps those node names in its per-layer profile (``node_Conv_311/WithoutBiases``),
+    so runtime times can be charged to the model's own layer names.
+    """
+    return {node: name.removesuffix(".weight") for node, name in _onnx_layers(path)[1].items()}
+
+
 def onnx_weights(path: str | Path) -> dict[str, np.ndarray]:
     """Weight arrays of every Conv/Gemm/MatMul in an ONNX file, keyed by initializer name."""
     return _onnx_layers(path)[0]

@@ -1,0 +1,105 @@
+"""Repeatability of the actor's measurements, idle and while trials train on the same machine.
+
+The same two models (ResNet-20 and its 50%-filter version) are benchmarked ``--repeats``
+times, each time as the actor does it (one interleaved session, the default bench settings:
+1 pinned thread, f32, LATENCY, batch 1), first on an idle machine, then with a training
+process running beside it (the default tune trial's load) at 2 and at 1 torch thread(s).
+Prints per condition: median of the medians (ms), the coefficient of variation (CV) of each
+model's median over the repeats, and the CV of the speed-up ratio the tuner acts on.
+
+    python benchmarks/repeatability.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from edge_tune import bench, prune
+from edge_tune.compress import apply_recipe
+from edge_tune.export import export_onnx
+from edge_tune.models import create_model
+from edge_tune.recipe import schedule_from_params
+
+LOAD = """
+import sys, torch
+from edge_tune.config import config_from_dict
+from edge_tune.data import load_data
+from edge_tune.models import create_model
+from edge_tune.train import train
+torch.set_num_threads(int(sys.argv[1]))
+config = config_from_dict({})
+splits = load_data(config.data)
+model = create_model(config.model, 10)
+print("training", flush=True)
+while True:
+    train(model, splits.train, 1, 0.05, 5e-4, 64)
+"""
+
+
+def cv(values: list[float]) -> float:
+    """Coefficient of variation (%): population std / mean."""
+    mean = statistics.fmean(values)
+    return 100 * statistics.pstdev(values) / mean if mean else 0.0
+
+
+def models(folder: Path) -> dict[str, Path]:
+    torch.manual_seed(0)
+    example = torch.zeros(1, 3, 32, 32)
+    dense = create_model("resnet20_cifar", 10).eval()
+    pruned = create_model("resnet20_cifar", 10).eval()
+    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
+    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
+                                            "resnet20_cifar", "digits"), example)
+    return {"baseline": export_onnx(dense, example, folder / "dense.onnx"),
+            "model": export_onnx(pruned, example, folder / "pruned.onnx")}
+
+
+def measure(paths: dict[str, Path], repeats: int) -> dict[str, list[float]]:
+    settings = bench.BenchSettings()
+    out: dict[str, list[float]] = {"baseline": [], "model": [], "speedup": []}
+    for _ in range(repeats):
+        result = bench.benchmark_models(paths, settings, per_layer=False)
+        out["baseline"].append(result["baseline"].latency_ms)
+        out["model"].append(result["model"].latency_ms)
+        out["speedup"].append(result["baseline"].latency_ms / result["model"].latency_ms)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    paths = models(Path(tempfile.mkdtemp(prefix="edge_tune_repeat-")))
+    print(f"| condition | baseline ms | CV % | 50%-filter ms | CV % | speed-up | CV % | "
+          f"({args.repeats} sessions each, 1 pinned thread, f32, batch 1) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, threads in [("idle", 0), ("training beside it, 2 threads", 2),
+                          ("training beside it, 1 thread", 1)]:
+        load = None
+        if threads:
+            load = subprocess.Popen([sys.executable, "-c", LOAD, str(threads)],
+                                    stdout=subprocess.PIPE, text=True)
+            assert load.stdout is not None
+            load.stdout.readline()  # "training": the load is on
+            time.sleep(2)
+        try:
+            m = measure(paths, args.repeats)
+        finally:
+            if load is not None:
+                load.kill()
+                load.wait()
+        print(f"| {name} | {statistics.median(m['baseline']):.3f} | {cv(m['baseline']):.1f} | "
+              f"{statistics.median(m['model']):.3f} | {cv(m['model']):.1f} | "
+              f"{statistics.median(m['speedup']):.2f}x | {cv(m['speedup']):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

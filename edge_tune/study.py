@@ -1,0 +1,406 @@
+"""The study: which compression makes the edge device faster, and where.
+
+``python -m edge_tune.study [--config FILE] --output DIR`` runs fixed stages on the trial and
+actor machinery (compression as Ray tasks with the trials' resources, benchmarks on the
+``ncs`` actor), so it scales out the same way as the tuner:
+
+1. each method alone at a preset strength (fine-grained magnitude, AGP, filter removal,
+   channel removal, SSL, int8), each a Distiller recipe, verified layer by layer in torch,
+   ONNX and OpenVINO (stage 0 of the report: did the compression reach the deployed model?);
+2. the best of each family composed (best structure + int8, and best sparsity + best
+   structure + int8; "best" = fastest above the accuracy threshold in a preliminary session);
+3. one benchmark session with the baseline and every model, interleaved, per-layer profiles.
+
+Writes ``DIR/study.json`` (one row per method), ``DIR/layers.csv`` (per-layer ms per method,
+named by the model's own layers), ``DIR/methods/<method>/`` (recipe, models) and the report
+(``report.md`` + PNGs, see :mod:`edge_tune.report`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_tune.config import Config, config_to_dict, load_config
+from edge_tune.errors import ArgumentParser, run_cli
+from edge_tune.trial import log_stderr
+
+Recipe = dict[str, Any]
+SPARSITY = 0.8  # fine-grained and AGP: fraction of weights zeroed
+STRUCTURE = 0.5  # filter and channel removal: fraction of filters / input channels
+# group lasso strength: 0.024 over 6 epochs removed layer1 channels of Distiller's SSL recipe
+# (README); the study regularises all 9 block convs, where 0.024 cost 15 points: half of it
+SSL_STRENGTH = 0.012
+
+
+def _lr(epochs: int) -> Recipe:
+    return {"lr_schedulers": {"finetune_lr": {"class": "CosineAnnealingLR", "T_max": epochs}},
+            "policies": [{"lr_scheduler": {"instance_name": "finetune_lr"}, "starting_epoch": 0,
+                          "ending_epoch": epochs, "frequency": 1}]}
+
+
+def _at(kind: str, name: str, epoch: int) -> dict[str, Any]:
+    return {kind: {"instance_name": name}, "epochs": [epoch]}
+
+
+def merge(*recipes: Recipe) -> Recipe:
+    """One recipe from several: instances united (same name = same instance), policies in order."""
+    out: Recipe = {"version": 1, "policies": []}
+    for recipe in recipes:
+        for section, entries in recipe.items():
+            if section == "policies":
+                out["policies"] += [p for p in entries if p not in out["policies"]]
+            elif section != "version":
+                out.setdefault(section, {}).update(entries)
+    return out
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The weight names a method may act on, found once on the baseline model."""
+
+    convs: list[str]  # every conv weight
+    fine: list[str]  # fine-grained targets (all convs but the first)
+    channels: list[str]  # convs whose input channels only they read (removable)
+
+
+def fine_grained(layers: Layers, epochs: int) -> Recipe:
+    pruner = {"class": "SparsityLevelParameterPruner",
+              "levels": {w: SPARSITY for w in layers.fine}}
+    return merge({"pruners": {"fine": pruner}, "policies": [_at("pruner", "fine", 0)]},
+                 _lr(epochs))
+
+
+def agp(layers: Layers, epochs: int) -> Recipe:
+    pruner = {"class": "AutomatedGradualPruner", "initial_sparsity": 0.05,
+              "final_sparsity": SPARSITY, "weights": layers.fine}
+    # pruning over the first epochs, the last two recover with the final masks
+    policy = {"pruner": {"instance_name": "agp"}, "starting_epoch": 0,
+              "ending_epoch": max(1, epochs - 2), "frequency": 1}
+    return merge({"pruners": {"agp": pruner}, "policies": [policy]}, _lr(epochs))
+
+
+def filters(layers: Layers, epochs: int) -> Recipe:
+    pruner = {"class": "L1RankedStructureParameterPruner", "group_type": "Filters",
+              "desired_sparsity": STRUCTURE, "weights": layers.convs}
+    return merge({"pruners": {"filters": pruner},
+                  "extensions": {"filter_thinner": {"class": "FilterRemover"}},
+                  "policies": [_at("pruner", "filters", 0),
+                               _at("extension", "filter_thinner", 0)]}, _lr(epochs))
+
+
+def channels(layers: Layers, epochs: int) -> Recipe:
+    pruner = {"class": "L1RankedStructureParameterPruner", "group_type": "Channels",
+              "desired_sparsity": STRUCTURE, "weights": layers.channels}
+    return merge({"pruners": {"channels": pruner},
+                  "extensions": {"channel_thinner": {"class": "ChannelRemover"}},
+                  "policies": [_at("pruner", "channels", 0),
+                               _at("extension", "channel_thinner", 0)]}, _lr(epochs))
+
+
+def ssl(layers: Layers, epochs: int) -> Recipe:
+    thin_at = max(0, epochs - 2)  # regularise, remove the zeroed channels, recover two epochs
+    regims = {w: [SSL_STRENGTH * 6 / max(1, thin_at), "Channels"] for w in layers.channels}
+    regularizer = {"class": "GroupLassoRegularizer", "reg_regims": regims,
+                   "threshold_criteria": "Mean_Abs"}
+    policies = [_at("extension", "ssl_thinner", thin_at)]
+    if thin_at > 0:
+        policies.insert(0, {"regularizer": {"instance_name": "ssl"}, "starting_epoch": 0,
+                            "ending_epoch": thin_at, "frequency": 1})
+    return merge({"regularizers": {"ssl": regularizer},
+                  "extensions": {"ssl_thinner": {"class": "ChannelRemover"}},
+                  "policies": policies}, _lr(epochs))
+
+
+def int8(layers: Layers, epochs: int) -> Recipe:
+    return {"version": 1, "quantizers": {"int8": {
+        "class": "PostTrainLinearQuantizer", "bits_activations": 8, "bits_parameters": 8}}}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A compression method at a preset strength: its family and its recipe builder."""
+
+    family: str  # sparsity | structure | quantisation
+    recipe: Callable[[Layers, int], Recipe]
+    trains: bool = True  # fine-tunes (int8 alone is post-training)
+
+
+METHODS: dict[str, Method] = {
+    "fine-grained 80%": Method("sparsity", fine_grained),
+    "AGP 80%": Method("sparsity", agp),
+    "filters 50%": Method("structure", filters),
+    "channels 50%": Method("structure", channels),
+    "SSL channels": Method("structure", ssl),
+    "int8": Method("quantisation", int8, trains=False),
+}
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every compression task needs from the driver (one object in Ray's store)."""
+
+    config: Config
+    base_state: dict[str, Any]
+    base_shapes: dict[str, tuple[int, ...]]
+
+
+def compress_method(name: str, recipe: Recipe, epochs: int, ctx: StudyContext) -> dict[str, Any]:
+    """One method on a copy of the baseline, in a Ray worker: recipe, export, verify, accuracy.
+
+    Returns figures and the deployed model's bytes (the benchmark side needs no shared disk).
+    """
+    import torch
+
+    from edge_tune.actor import model_files
+    from edge_tune.compress import run_recipe
+    from edge_tune.data import load_data
+    from edge_tune.distiller import recipe_from_dict
+    from edge_tune.models import create_model
+    from edge_tune.train import evaluate, recalibrate_batchnorm, set_threads
+    from edge_tune.trial import arrays, deploy, verdict
+    from edge_tune.verify import table
+
+    config = ctx.config
+    set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
+    started = time.time()
+    splits = load_data(config.data)
+    model = create_model(config.model, splits.num_classes)
+    model.load_state_dict(ctx.base_state)
+    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
+    f = config.finetune
+    run = run_recipe(model, recipe_from_dict(recipe, name), splits.train, epochs, f.lr,
+                     f.weight_decay, config.data.batch_size, example, seed=config.baseline.seed,
+                     log=lambda _: None, evaluate=lambda m: evaluate(m, splits.test)[0],
+                     after_thinning=lambda m: recalibrate_batchnorm(
+                         m, splits.train, f.bn_recalibration_images))
+    out = Path(tempfile.mkdtemp(prefix="edge_tune_study-"))
+    artifact = deploy(model, run.int8, splits, config, out, ctx.base_shapes,
+                      arrays(splits.test))
+    compression = verdict(artifact.verification,
+                          removes_structures="extensions" in recipe,
+                          zeroes_weights="pruners" in recipe or "regularizers" in recipe)
+    result = {"method": name, "top1": artifact.top1, "top5": artifact.top5,
+              "macs": artifact.macs, "params": artifact.params, "int8": run.int8,
+              "compression": compression, "verification": table(artifact.verification),
+              "thinned": run.thinned, "thinning_top1": run.thinning_top1,
+              "files": model_files(artifact.deployed), "onnx": artifact.onnx_path.read_bytes(),
+              "seconds": time.time() - started}
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+class Progress:
+    """Stage, method, elapsed and ETA on stderr as tasks finish."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done, self.start = stage, total, 0, time.time()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        log_stderr(f"{self.stage}: {what} ({self.done}/{self.total}), elapsed "
+                   f"{_clock(elapsed)}, ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def run_stage(stage: str, recipes: dict[str, tuple[Recipe, int]], ctx: Any,
+              config: Config) -> dict[str, dict[str, Any]]:
+    """Compress every method as a Ray task with the trials' resources; results by method."""
+    import ray
+
+    task = ray.remote(compress_method).options(num_cpus=config.tune.trial_cpus,
+                                               num_gpus=config.tune.trial_gpus)
+    pending = {task.remote(name, recipe, epochs, ctx): name
+               for name, (recipe, epochs) in recipes.items()}
+    progress = Progress(stage, len(pending))
+    log_stderr(f"{stage}: {', '.join(recipes)}")
+    results = {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        result = ray.get(ready[0])
+        results[pending.pop(ready[0])] = result
+        progress.step(f"{result['method']} top-1 {result['top1']:.2f}% in "
+                      f"{result['seconds']:.0f} s")
+    return {name: results[name] for name in recipes}  # in the stage's own order
+
+
+def best_of(family: str, methods: dict[str, dict[str, Any]], latency: dict[str, float],
+            threshold: float) -> str | None:
+    """The fastest method of ``family`` at or above the accuracy threshold (None if none)."""
+    fit = [n for n, r in methods.items() if n in METHODS and METHODS[n].family == family
+           and r["top1"] >= threshold]
+    return min(fit, key=lambda n: latency[n]) if fit else None
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
+    """All stages into ``out`` on the connected Ray; returns what study.json holds."""
+    import ray
+    import torch
+
+    from edge_tune.compress import channel_prunable
+    from edge_tune.data import load_data
+    from edge_tune.objective import Threshold
+    from edge_tune.prune import conv_layers, fine_layers
+    from edge_tune.train import set_threads
+    from edge_tune.trial import arrays, prepare_baseline
+    from edge_tune.tune import start_actors
+
+    started = time.time()
+    set_threads(config.train_threads)
+    splits = load_data(config.data)
+    base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
+    threshold = Threshold(config.tune.threshold.min_top1,
+                          config.tune.threshold.max_drop).value(base.artifact.top1)
+    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
+    layers = Layers([f"{n}.weight" for n in conv_layers(base.model)],
+                    [f"{n}.weight" for n in fine_layers(base.model)],
+                    channel_prunable(base.model, example))
+    actor = start_actors(base.artifact.deployed, config)[0]
+    ctx = ray.put(StudyContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
+                               base.shapes))
+    epochs = config.finetune.epochs
+    recipes = {name: (m.recipe(layers, epochs), epochs if m.trains else 0)
+               for name, m in METHODS.items()}
+    results = run_stage("stage 1/3 methods alone", recipes, ctx, config)
+
+    log_stderr("stage 2/3: preliminary benchmark session to pick the best of each family")
+    prelim = ray.get(actor.benchmark_set.remote(
+        {n: r["files"] for n, r in results.items()}, per_layer=False))
+    latency = {n: m["summary"]["latency_ms"] for n, m in prelim["models"].items()}
+    best = {family: best_of(family, results, latency, threshold)
+            for family in ("sparsity", "structure")}
+    log_stderr(f"best above {threshold:.2f}% top-1: {best}")
+    composed: dict[str, tuple[Recipe, int]] = {}
+    if best["structure"]:
+        name = f"{best['structure']} + int8"
+        composed[name] = (merge(recipes[best["structure"]][0], recipes["int8"][0]), epochs)
+        if best["sparsity"]:
+            composed[f"{best['sparsity']} + {name}"] = (merge(
+                recipes[best["structure"]][0], recipes[best["sparsity"]][0],
+                recipes["int8"][0]), epochs)
+    if composed:
+        results.update(run_stage("stage 2/3 best of each family composed", composed, ctx,
+                                 config))
+        recipes.update(composed)
+
+    log_stderr(f"stage 3/3: one benchmark session, baseline + {len(results)} models, "
+               f"per-layer profiles")
+    final = ray.get(actor.benchmark_set.remote({n: r["files"] for n, r in results.items()}))
+    study = _write_results(out, base, results, recipes, final, threshold, best, config)
+    study["seconds"] = time.time() - started
+    (out / "study.json").write_text(json.dumps(study, indent=2))
+    from edge_tune.report import write_report
+
+    write_report(out, wandb=wandb, project=config.tune.wandb_project)
+    return study
+
+
+def _write_results(out: Path, base: Any, results: dict[str, dict[str, Any]],
+                   recipes: dict[str, tuple[Recipe, int]], final: dict[str, Any],
+                   threshold: float, best: dict[str, str | None],
+                   config: Config) -> dict[str, Any]:
+    """methods/<slug>/ files, layers.csv and the study.json dict."""
+    from edge_tune.verify import node_layers
+
+    base_ms = final["baseline"]["summary"]["latency_ms"]
+    rows = [{"method": "baseline", "family": "baseline", "top1": base.artifact.top1,
+             "top5": base.artifact.top5, **final["baseline"]["summary"], "speedup": 1.0,
+             "macs": base.artifact.macs, "params": base.artifact.params, "reached": True}]
+    per_layer = [("baseline", final["baseline"]["layers"], node_layers(base.artifact.onnx_path))]
+    for name, r in results.items():
+        folder = out / "methods" / slug(name)
+        folder.mkdir(parents=True)
+        recipe, epochs = recipes[name]
+        (folder / "recipe.yaml").write_text(
+            f"# edge_tune study method {name!r}: {epochs} fine-tuning epochs\n"
+            + yaml.safe_dump(recipe, sort_keys=False))
+        (folder / "model.onnx").write_bytes(r["onnx"])
+        for file, content in r["files"].items():
+            (folder / file).write_bytes(content)
+        measured = final["models"][name]
+        family = METHODS[name].family if name in METHODS else "composed"
+        rows.append({"method": name, "family": family, "top1": r["top1"], "top5": r["top5"],
+                     **measured["summary"], "speedup": base_ms / measured["summary"]["latency_ms"],
+                     "macs": r["macs"], "params": r["params"], "int8": r["int8"],
+                     "reached": r["compression"]["reached"],
+                     "smaller_layers": r["compression"]["smaller_layers"],
+                     "sparse_layers": r["compression"]["sparse_layers"],
+                     "notes": r["compression"]["notes"], "thinned": r["thinned"],
+                     "thinning_top1": r["thinning_top1"], "verification": r["verification"],
+                     "epochs": epochs, "compress_s": r["seconds"],
+                     "files": f"methods/{slug(name)}"})
+        per_layer.append((name, measured["layers"], node_layers(folder / "model.onnx")))
+    with (out / "layers.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "layer", "type", "ms"])
+        for name, rows_, names in per_layer:
+            for row in rows_:
+                node = row["node"].split("/")[0]
+                writer.writerow([name, names.get(node, row["node"]), row["type"],
+                                 f"{row['ms']:.6f}"])
+    return {"kind": "study", "rows": rows, "threshold_top1": threshold,
+            "best_per_family": best, "bench_call": final["call"],
+            "config": config_to_dict(config)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from edge_tune.bench import check_device
+    from edge_tune.data import check_data
+    from edge_tune.output import check_output, new_run_dir
+    from edge_tune.tune import _wandb_mode, connect, ray_shutdown
+
+    parser = ArgumentParser(prog="python -m edge_tune.study", description=(
+        "Which compression makes the edge device faster, and where: each method alone, the "
+        "best of each family composed, one benchmark session, a report with plots."))
+    parser.add_argument("--config", help="YAML config (default: ResNet-20 on digits)")
+    parser.add_argument("--output", required=True, help="new directory for study.json, "
+                        "layers.csv, methods/ and the report")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the tables and "
+                        "plots to W&B (default: log; offline without WANDB_API_KEY)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    check_data(config.data)
+    check_device(config.bench.device)
+    check_output(args.output)
+    if config.tune.trial_cpus == 0:
+        from dataclasses import replace
+
+        config = replace(config, tune=replace(config.tune, trial_cpus=float(os.cpu_count() or 1)))
+    if not args.no_wandb:
+        os.environ.setdefault("WANDB_MODE", _wandb_mode())
+        os.environ.setdefault("WANDB_SILENT", "true")
+    connect(None, config)
+    try:
+        out = new_run_dir(args.output, "study")
+        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        study = run_study(config, out, wandb=not args.no_wandb)
+    finally:
+        ray_shutdown()
+    print(f"study: {len(study['rows']) - 1} methods in {study['seconds']:.0f} s; "
+          f"report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

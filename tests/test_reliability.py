@@ -1,0 +1,164 @@
+"""Faults caused for real: a killed benchmark actor, a killed trial worker, a killed driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_module
+
+
+class Tune:
+    """``python -m edge_tune.tune`` in the background, its stderr lines collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_tune.tune", *args], cwd=ROOT, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+            start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
+            assert time.time() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines[-30:])
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True,
+                           check=False).stdout.split()
+    return [int(p) for p in found]
+
+
+def _state(out: Path) -> dict[str, tuple[str, dict]]:
+    """Trial id -> (status, last result) from Tune's saved experiment state."""
+    files = sorted((out / "ray").glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[-1].read_text())
+    except json.JSONDecodeError:  # caught mid-write
+        return {}
+    trials = {}
+    for trial_json, meta_json in data["trial_data"]:
+        trial, meta = json.loads(trial_json), json.loads(meta_json)
+        trials[trial["trial_id"]] = (trial["status"], meta.get("last_result") or {})
+    return trials
+
+
+def _config(tmp_path: Path, small_config: dict, **tune: object) -> str:
+    config = {**small_config, "tune": {"search_space": "default", "random_steps": 2,
+                                       "max_concurrent": 1, **tune}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_killed_actor_restarts_and_a_killed_trial_is_recorded(tmp_path: Path,
+                                                              small_config: dict) -> None:
+    out = tmp_path / "run"
+    run = Tune("--config", _config(tmp_path, small_config), "--num-samples", "4", "--seed", "3",
+               "--no-wandb", "--output", str(out))
+    try:
+        run.wait_for("trial 1/4")
+        actors = _pids("ray::BenchActor")
+        assert len(actors) == 1
+        os.kill(actors[0], signal.SIGKILL)  # the device's process dies between benchmarks
+        run.wait_for("trial 2/4")
+        time.sleep(1.0)  # trial 3 is training now
+        workers = _pids("ray::ImplicitFunc")
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)  # the trial's process dies mid-trial
+        assert run.finish() == 0, "\n".join(run.lines[-40:])
+    finally:
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert summary["trials_completed"] == 3 and summary["trials_errored"] == 1
+    failed = next(r for r in rows if r["status"] == "error")
+    assert failed["error"] and "died" in failed["error"].lower()
+    done = [r["metrics"] for r in rows if r["status"] == "completed"]
+    # the actor came back as a new process and served the later trials
+    assert len({m["bench_pid"] for m in done}) == 2
+    assert any("failed (its error is in trials.jsonl)" in line for line in run.lines)
+
+
+@pytest.mark.slow
+def test_interrupt_then_kill_then_resume_keeps_every_trial_once(tmp_path: Path,
+                                                               small_config: dict) -> None:
+    out = tmp_path / "run"
+    config = _config(tmp_path, small_config)
+    first = Tune("--config", config, "--num-samples", "4", "--seed", "5", "--no-wandb",
+                 "--output", str(out))
+    first.wait_for("trial 1/4")
+    os.kill(first.proc.pid, signal.SIGINT)  # Ctrl-C: stop cleanly, say how to resume
+    assert first.finish() == 130, "\n".join(first.lines[-30:])
+    assert any(f"--resume {out}" in line for line in first.lines)
+    assert not (out / "summary.json").exists()
+    before = {t: r for t, (s, r) in _state(out).items() if s == "TERMINATED"}
+    assert len(before) >= 1
+
+    second = Tune("--resume", str(out), "--no-wandb")
+    try:
+        second.wait_for(f"trial {len(before) + 1}/4")
+        deadline = time.time() + 60  # until Tune's saved state holds that trial as finished
+        while sum(s == "TERMINATED" for s, _ in _state(out).values()) <= len(before):
+            assert time.time() < deadline
+            time.sleep(0.5)
+        os.killpg(second.proc.pid, signal.SIGKILL)  # the driver dies without a word
+        second.finish()
+    finally:
+        if second.proc.poll() is None:
+            os.killpg(second.proc.pid, signal.SIGKILL)
+    middle = {t: r for t, (s, r) in _state(out).items() if s == "TERMINATED"}
+    assert set(before) < set(middle)
+
+    third = run_module("edge_tune.tune", "--resume", str(out), "--no-wandb", timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert summary["trials_completed"] == 4 and summary["trials_errored"] == 0
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4 and summary["resumed"]
+    # the searcher came back with its state: it did not propose its starting point again
+    assert len({json.dumps(r["params"], sort_keys=True) for r in rows}) == 4
+    by_id = {r["id"]: r["metrics"] for r in rows}
+    for trial_id, result in middle.items():  # kept, not re-run: the same measurement
+        assert by_id[trial_id]["bench_start"] == result["bench_start"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--resume", "{tmp}"], "holds no interrupted edge_tune run"),
+    (["--resume", "{tmp}", "--num-samples", "3"], "--resume: --num-samples is not allowed"),
+])
+def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    result = run_module("edge_tune.tune", *[a.format(tmp=tmp_path) for a in args], timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
