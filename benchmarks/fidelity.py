@@ -22,6 +22,9 @@ from pathlib import Path
 import openvino as ov
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_section
 from edge_tune import bench, prune
 from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx
@@ -61,9 +64,11 @@ def main() -> None:
     models = {"resnet20": export_onnx(dense, example, folder / "resnet20.onnx"),
               "resnet20 50% filters": export_onnx(pruned, example, folder / "pruned.onnx")}
     settings = bench.BenchSettings(threads=args.threads)
-    print(f"| model | edge_tune median ms | benchmark_app median ms | ratio | "
-          f"(threads {args.threads}, f32, LATENCY, batch 1, {settings.iterations} iterations)")
-    print("|---|---|---|---|")
+    lines = [f"Median of {args.repeats} runs each; threads {args.threads}, f32, LATENCY, "
+             f"batch 1, {settings.iterations} iterations, the same properties for both.", "",
+             "| model | edge_tune median ms | benchmark_app median ms | ratio |",
+             "|---|---|---|---|"]
+    print("\n".join(lines))
     for name, path in models.items():
         ours, theirs = [], []
         for _ in range(args.repeats):
@@ -71,7 +76,10 @@ def main() -> None:
                         .latency_ms)
             theirs.append(benchmark_app_median(path, settings, folder))
         a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} |", flush=True)
+        lines.append(f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} |")
+        print(lines[-1], flush=True)
+    write_section("Fidelity: the actor vs benchmark_app", "python benchmarks/fidelity.py",
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":

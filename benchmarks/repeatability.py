@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_section
 from edge_tune import bench, prune
 from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx
@@ -78,9 +81,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     paths = models(Path(tempfile.mkdtemp(prefix="edge_tune_repeat-")))
-    print(f"| condition | baseline ms | CV % | 50%-filter ms | CV % | speed-up | CV % | "
-          f"({args.repeats} sessions each, 1 pinned thread, f32, batch 1) |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"{args.repeats} interleaved sessions per condition (the actor's default "
+             "settings: 1 pinned thread, f32, LATENCY, batch 1); CV = std / mean of the "
+             "session medians.", "",
+             "| condition | baseline ms | CV % | 50%-filter ms | CV % | speed-up | CV % |",
+             "|---|---|---|---|---|---|---|"]
+    print("\n".join(lines))
     for name, threads in [("idle", 0), ("training beside it, 2 threads", 2),
                           ("training beside it, 1 thread", 1)]:
         load = None
@@ -96,9 +102,13 @@ def main() -> None:
             if load is not None:
                 load.kill()
                 load.wait()
-        print(f"| {name} | {statistics.median(m['baseline']):.3f} | {cv(m['baseline']):.1f} | "
-              f"{statistics.median(m['model']):.3f} | {cv(m['model']):.1f} | "
-              f"{statistics.median(m['speedup']):.2f}x | {cv(m['speedup']):.1f} |", flush=True)
+        lines.append(f"| {name} | {statistics.median(m['baseline']):.3f} | "
+                     f"{cv(m['baseline']):.1f} | {statistics.median(m['model']):.3f} | "
+                     f"{cv(m['model']):.1f} | {statistics.median(m['speedup']):.2f}x | "
+                     f"{cv(m['speedup']):.1f} |")
+        print(lines[-1], flush=True)
+    write_section("Repeatability, idle and under training load",
+                  "python benchmarks/repeatability.py", "\n".join(lines))
 
 
 if __name__ == "__main__":

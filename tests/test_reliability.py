@@ -108,6 +108,7 @@ def test_killed_actor_restarts_and_a_killed_trial_is_recorded(tmp_path: Path,
     # the actor came back as a new process and served the later trials
     assert len({m["bench_pid"] for m in done}) == 2
     assert any("failed (its error is in trials.jsonl)" in line for line in run.lines)
+    assert not (out / "wandb").exists()  # --no-wandb
 
 
 @pytest.mark.slow
@@ -115,9 +116,9 @@ def test_interrupt_then_kill_then_resume_keeps_every_trial_once(tmp_path: Path,
                                                                small_config: dict) -> None:
     out = tmp_path / "run"
     config = _config(tmp_path, small_config)
-    first = Tune("--config", config, "--num-samples", "4", "--seed", "5", "--no-wandb",
+    first = Tune("--config", config, "--num-samples", "6", "--seed", "5", "--no-wandb",
                  "--output", str(out))
-    first.wait_for("trial 1/4")
+    first.wait_for("trial 2/6")  # trial 1 has surely finished (one trial at a time)
     os.kill(first.proc.pid, signal.SIGINT)  # Ctrl-C: stop cleanly, say how to resume
     assert first.finish() == 130, "\n".join(first.lines[-30:])
     assert any(f"--resume {out}" in line for line in first.lines)
@@ -127,7 +128,7 @@ def test_interrupt_then_kill_then_resume_keeps_every_trial_once(tmp_path: Path,
 
     second = Tune("--resume", str(out), "--no-wandb")
     try:
-        second.wait_for(f"trial {len(before) + 1}/4")
+        second.wait_for(f"trial {len(before) + 1}/6")
         deadline = time.time() + 60  # until Tune's saved state holds that trial as finished
         while sum(s == "TERMINATED" for s, _ in _state(out).values()) <= len(before):
             assert time.time() < deadline
@@ -138,16 +139,17 @@ def test_interrupt_then_kill_then_resume_keeps_every_trial_once(tmp_path: Path,
         if second.proc.poll() is None:
             os.killpg(second.proc.pid, signal.SIGKILL)
     middle = {t: r for t, (s, r) in _state(out).items() if s == "TERMINATED"}
-    assert set(before) < set(middle)
+    assert set(before) < set(middle) and len(middle) < 6
+    assert not (out / "summary.json").exists()  # killed mid-run
 
     third = run_module("edge_tune.tune", "--resume", str(out), "--no-wandb", timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
-    assert summary["trials_completed"] == 4 and summary["trials_errored"] == 0
-    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4 and summary["resumed"]
+    assert summary["trials_completed"] == 6 and summary["trials_errored"] == 0
+    assert len(rows) == 6 and len({r["id"] for r in rows}) == 6 and summary["resumed"]
     # the searcher came back with its state: it did not propose its starting point again
-    assert len({json.dumps(r["params"], sort_keys=True) for r in rows}) == 4
+    assert len({json.dumps(r["params"], sort_keys=True) for r in rows}) == 6
     by_id = {r["id"]: r["metrics"] for r in rows}
     for trial_id, result in middle.items():  # kept, not re-run: the same measurement
         assert by_id[trial_id]["bench_start"] == result["bench_start"]

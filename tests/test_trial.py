@@ -93,12 +93,14 @@ def test_resnet20_filters_and_int8_are_faster_zeros_are_not(tmp_path: Path) -> N
     Latency ratios are compared with wide margins (the figures themselves are printed by
     benchmarks/trial_speedups.py): removing filters and int8 cut latency; zeros do not.
     """
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"finetune": {"epochs": 4}}))  # 8 by default: time
     results = {}
     for name, params in {"filters": {"filter_ratio": 0.5},
                          "filters_int8": {"filter_ratio": 0.5, "int8": 1},
                          "zeros": {"fine_sparsity": 0.8}}.items():
-        run = run_module("edge_tune.trial", "--params", json.dumps(params),
-                         "--output", str(tmp_path / name))
+        run = run_module("edge_tune.trial", "--config", str(config), "--params",
+                         json.dumps(params), "--output", str(tmp_path / name))
         assert run.returncode == 0, run.stderr[-3000:]
         results[name] = json.loads(run.stdout)
     zeros = results["zeros"]

@@ -103,13 +103,10 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
 
 
-def test_no_wandb_and_refused_output(tmp_path: Path, small_config: dict) -> None:
-    out = tmp_path / "run"
-    result = run_module("edge_tune.tune", "--config", _config(tmp_path, small_config,
-                                                              random_steps=1),
-                        "--num-samples", "1", "--no-wandb", "--output", str(out), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not (out / "wandb").exists()
-    assert json.loads((out / "summary.json").read_text())["trials_completed"] == 1
-    again = run_module("edge_tune.tune", "--output", str(out), timeout=60)
-    assert again.returncode == 2 and "already holds files" in again.stderr
+def test_existing_output_is_refused_before_ray(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    result = run_module("edge_tune.tune", "--output", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "already holds files" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
