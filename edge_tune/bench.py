@@ -31,6 +31,8 @@ class BenchSettings:
     iterations: int = 300
     rounds: int = 5
     fps_seconds: float = 0.25
+    max_ratio_cv: float = 0.05  # repeat a session whose per-round ratios vary more than this
+    max_sessions: int = 3
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,12 @@ class BenchResult:
     cv: float  # coefficient of variation of the timed samples (std / mean)
     fps: float  # asynchronous throughput, frames per second
     samples: int
+    rounds: list[float] = field(default_factory=list)  # median of each interleaved round (ms)
     layers: list[LayerTime] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The scalar figures (no per-layer rows)."""
-        return {k: v for k, v in asdict(self).items() if k != "layers"}
+        return {k: v for k, v in asdict(self).items() if k not in ("layers", "rounds")}
 
 
 def _core() -> Any:
@@ -187,15 +190,26 @@ def benchmark_models(paths: dict[str, str | Path], settings: BenchSettings,
         _timed(request, settings.warmup)
     per_round = max(1, settings.iterations // settings.rounds)
     samples: dict[str, list[float]] = {name: [] for name in paths}
+    rounds: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(settings.rounds):
         for name, request in requests.items():
-            samples[name] += _timed(request, per_round)
+            timed = _timed(request, per_round)
+            samples[name] += timed
+            rounds[name].append(float(statistics.median(timed)))
     results = {}
     for name, path in paths.items():
         fps = _fps(compiled[name], inputs[name], settings.fps_seconds)
         layers = _layers(path, settings, inputs[name]) if per_layer else []
         results[name] = _stats(samples[name], fps, layers)
+        results[name].rounds = rounds[name]
     return results
+
+
+def ratio_cv(model: BenchResult, baseline: BenchResult) -> float:
+    """Coefficient of variation of the per-round latency ratios model / baseline: how much
+    the speed-up the tuner acts on moved within one interleaved session."""
+    ratios = np.asarray(model.rounds) / np.asarray(baseline.rounds)
+    return float(ratios.std() / ratios.mean()) if len(ratios) > 1 else 0.0
 
 
 def write_layers_csv(layers: list[LayerTime], path: str | Path) -> Path:

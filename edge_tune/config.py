@@ -72,6 +72,8 @@ class BenchConfig:
     iterations: int = 300  # timed batch-1 synchronous inferences per model
     rounds: int = 5  # baseline and candidate alternate in this many blocks
     fps_seconds: float = 0.25  # s of asynchronous inference for throughput
+    max_ratio_cv: float = 0.05  # a session whose per-round latency ratios vary more repeats
+    max_sessions: int = 3  # at most this many sessions per benchmark call (the calmest wins)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ _RULES: dict[str, Any] = {
     "bench.iterations": lambda p, v: _check_int(p, v, 10),
     "bench.rounds": lambda p, v: _check_int(p, v, 1),
     "bench.fps_seconds": lambda p, v: _check_float(p, v, 0.0, 60.0),
+    "bench.max_ratio_cv": lambda p, v: _check_float(p, v, 0.0, 1.0),
+    "bench.max_sessions": lambda p, v: _check_int(p, v, 1),
     "train_threads": lambda p, v: _check_int(p, v, 0),
     "tune.num_samples": lambda p, v: _check_int(p, v, 1),
     "tune.max_concurrent": lambda p, v: _check_int(p, v, 1),

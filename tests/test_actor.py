@@ -76,3 +76,21 @@ def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) 
             assert end <= start, f"benchmarks overlapped: {spans}"
     finally:
         ray.shutdown()
+
+
+def test_a_noisy_session_is_repeated_and_the_calmest_kept(models: dict[str, Path]) -> None:
+    from dataclasses import replace
+
+    from edge_tune.bench import BenchResult, ratio_cv
+
+    steady = BenchResult(1.0, 1.0, 1.0, 0.0, 0.0, 4, rounds=[1.0, 2.0, 1.0, 2.0])
+    assert ratio_cv(steady, steady) == 0.0
+    moved = BenchResult(1.0, 1.0, 1.0, 0.0, 0.0, 4, rounds=[1.0, 1.0, 1.0, 1.0])
+    assert ratio_cv(moved, steady) == pytest.approx(1 / 3)
+    files = model_files(models["small"])
+    never_calm = BenchActor(model_files(models["resnet"]),
+                            replace(SETTINGS, max_ratio_cv=0.0, max_sessions=2))
+    result = never_calm.benchmark(files, per_layer=False)
+    assert result["model"]["sessions"] == 2 and result["model"]["ratio_cv"] > 0
+    calm = BenchActor(model_files(models["resnet"]), replace(SETTINGS, max_ratio_cv=1.0))
+    assert calm.benchmark(files, per_layer=False)["model"]["sessions"] == 1
