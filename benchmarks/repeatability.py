@@ -1,9 +1,10 @@
 """Repeatability of the actor's measurements, idle and while trials train on the same machine.
 
 The same two models (ResNet-20 and its 50%-filter version) are benchmarked ``--repeats``
-times, each time as the actor does it (one interleaved session, the default bench settings:
-1 pinned thread, f32, LATENCY, batch 1), first on an idle machine, then with a training
-process running beside it (the default tune trial's load) at 2 and at 1 torch thread(s).
+times, each time through the actor's class as a trial calls it (interleaved sessions, the
+default bench settings: 1 pinned thread, f32, LATENCY, batch 1), first on an idle machine,
+then with a training process running beside it (the default tune trial's load) at 2 and at
+1 torch thread(s).
 Prints per condition: median of the medians (ms), the coefficient of variation (CV) of each
 model's median over the repeats, and the CV of the speed-up ratio the tuner acts on.
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 from edge_tune import bench, prune
+from edge_tune.actor import BenchActor, model_files
 from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx
 from edge_tune.models import create_model
@@ -66,13 +68,17 @@ def models(folder: Path) -> dict[str, Path]:
 
 
 def measure(paths: dict[str, Path], repeats: int) -> dict[str, list[float]]:
-    settings = bench.BenchSettings()
-    out: dict[str, list[float]] = {"baseline": [], "model": [], "speedup": []}
+    """``repeats`` benchmark calls exactly as a trial makes them (the actor's class, its
+    repeat-when-noisy sessions included)."""
+    actor = BenchActor(model_files(paths["baseline"]), bench.BenchSettings())
+    files = model_files(paths["model"])
+    out: dict[str, list[float]] = {"baseline": [], "model": [], "speedup": [], "sessions": []}
     for _ in range(repeats):
-        result = bench.benchmark_models(paths, settings, per_layer=False)
-        out["baseline"].append(result["baseline"].latency_ms)
-        out["model"].append(result["model"].latency_ms)
-        out["speedup"].append(result["baseline"].latency_ms / result["model"].latency_ms)
+        result = actor.benchmark(files, per_layer=False)
+        out["baseline"].append(result["baseline"]["latency_ms"])
+        out["model"].append(result["model"]["latency_ms"])
+        out["speedup"].append(result["baseline"]["latency_ms"] / result["model"]["latency_ms"])
+        out["sessions"].append(result["model"]["sessions"])
     return out
 
 
@@ -81,11 +87,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     paths = models(Path(tempfile.mkdtemp(prefix="edge_tune_repeat-")))
-    lines = [f"{args.repeats} interleaved sessions per condition (the actor's default "
-             "settings: 1 pinned thread, f32, LATENCY, batch 1); CV = std / mean of the "
-             "session medians.", "",
-             "| condition | baseline ms | CV % | 50%-filter ms | CV % | speed-up | CV % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"{args.repeats} benchmark calls per condition, made as a trial makes them (the "
+             "actor's class and default settings: 1 pinned thread, f32, LATENCY, batch 1, "
+             "baseline interleaved, a session repeated when its per-round ratio CV > 5%); "
+             "CV = std / mean over the calls.", "",
+             "| condition | baseline ms | CV % | 50%-filter ms | CV % | speed-up | CV % | "
+             "sessions per call |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines))
     for name, threads in [("idle", 0), ("training beside it, 2 threads", 2),
                           ("training beside it, 1 thread", 1)]:
@@ -105,7 +112,7 @@ def main() -> None:
         lines.append(f"| {name} | {statistics.median(m['baseline']):.3f} | "
                      f"{cv(m['baseline']):.1f} | {statistics.median(m['model']):.3f} | "
                      f"{cv(m['model']):.1f} | {statistics.median(m['speedup']):.2f}x | "
-                     f"{cv(m['speedup']):.1f} |")
+                     f"{cv(m['speedup']):.1f} | {statistics.mean(m['sessions']):.1f} |")
         print(lines[-1], flush=True)
     write_section("Repeatability, idle and under training load",
                   "python benchmarks/repeatability.py", "\n".join(lines))

@@ -63,6 +63,7 @@ def build_table(config: Any, epochs: list[int], folder: Path) -> dict[str, Any]:
     for i, (ratio, int8, epoch) in enumerate(grid):
         params = {"filter_ratio": ratio, "int8": int8, "finetune_epochs": epoch}
         schedule = schedule_from_params(params, model_stages(base.model), epoch)
+        (folder / f"p{i}").mkdir(parents=True)
         art = build(copy.deepcopy(base.model), schedule, splits, config, folder / f"p{i}",
                     base.shapes, test, log=lambda _: None)
         m = bench.benchmark_models({"baseline": base.artifact.deployed, "model": art.deployed},

@@ -147,21 +147,28 @@ def _fps(compiled: Any, data: np.ndarray, seconds: float) -> float:
 PROFILE_RUNS = 30  # profiled inferences per model, after the warm-up
 
 
-def _layers(path: str | Path, settings: BenchSettings, data: np.ndarray) -> list[LayerTime]:
-    """Per-layer real times (ms): the median over profiled inferences after a warm-up (cold
-    caches would charge the first model profiled), executed nodes only."""
-    compiled = compile_model(path, settings, perf_count=True)
-    request = compiled.create_infer_request()
-    for _ in range(settings.warmup):
-        request.infer({0: data})
-    times: dict[tuple[str, str, str], list[float]] = {}
+def _profiles(paths: dict[str, str | Path], settings: BenchSettings,
+              inputs: dict[str, np.ndarray]) -> dict[str, list[LayerTime]]:
+    """Per-layer real times (ms) of every model: the median over profiled inferences taken in
+    turns across the models (as the timed rounds are, so drift hits all alike), after a
+    warm-up; executed nodes only."""
+    compiled = {name: compile_model(path, settings, perf_count=True)
+                for name, path in paths.items()}
+    requests = {name: c.create_infer_request() for name, c in compiled.items()}
+    for name, request in requests.items():
+        for _ in range(settings.warmup):
+            request.infer({0: inputs[name]})
+    times: dict[str, dict[tuple[str, str, str], list[float]]] = {n: {} for n in paths}
     for _ in range(PROFILE_RUNS):
-        request.infer({0: data})
-        for info in request.get_profiling_info():
-            if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status):
-                key = (info.node_name, info.node_type, info.exec_type)
-                times.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
-    return [LayerTime(n, t, k, float(statistics.median(ms))) for (n, t, k), ms in times.items()]
+        for name, request in requests.items():
+            request.infer({0: inputs[name]})
+            for info in request.get_profiling_info():
+                if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status):
+                    key = (info.node_name, info.node_type, info.exec_type)
+                    times[name].setdefault(key, []).append(
+                        info.real_time.total_seconds() * 1e3)
+    return {name: [LayerTime(n, t, k, float(statistics.median(ms)))
+                   for (n, t, k), ms in per.items()] for name, per in times.items()}
 
 
 def _stats(samples: list[float], fps: float, layers: list[LayerTime]) -> BenchResult:
@@ -196,11 +203,11 @@ def benchmark_models(paths: dict[str, str | Path], settings: BenchSettings,
             timed = _timed(request, per_round)
             samples[name] += timed
             rounds[name].append(float(statistics.median(timed)))
+    profiles = _profiles(paths, settings, inputs) if per_layer else {}
     results = {}
-    for name, path in paths.items():
+    for name in paths:
         fps = _fps(compiled[name], inputs[name], settings.fps_seconds)
-        layers = _layers(path, settings, inputs[name]) if per_layer else []
-        results[name] = _stats(samples[name], fps, layers)
+        results[name] = _stats(samples[name], fps, profiles.get(name, []))
         results[name].rounds = rounds[name]
     return results
 

@@ -94,3 +94,12 @@ def test_a_noisy_session_is_repeated_and_the_calmest_kept(models: dict[str, Path
     assert result["model"]["sessions"] == 2 and result["model"]["ratio_cv"] > 0
     calm = BenchActor(model_files(models["resnet"]), replace(SETTINGS, max_ratio_cv=1.0))
     assert calm.benchmark(files, per_layer=False)["model"]["sessions"] == 1
+
+
+def test_a_model_openvino_cannot_read_is_that_calls_error(models: dict[str, Path]) -> None:
+    actor = BenchActor(model_files(models["resnet"]), SETTINGS)
+    with pytest.raises(RuntimeError):  # OpenVINO's own error, raised to the calling trial
+        actor.benchmark({"broken.onnx": b"this is not an ONNX model"}, per_layer=False)
+    assert actor.queue_length() == 0  # nothing left waiting; the device lock is free
+    ok = actor.benchmark(model_files(models["small"]), per_layer=False)
+    assert ok["model"]["latency_ms"] > 0
