@@ -278,6 +278,22 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
     return run
 
 
+def fit_recipe(model: nn.Module, recipe: Recipe, splits: Any, config: Any, epochs: int,
+               log: Log, report_top1: bool = False) -> RecipeRun:
+    """:func:`run_recipe` with the config's fine-tuning settings and data (``Splits``);
+    BatchNorm re-estimated after every thinning; with ``report_top1`` the thinning reports
+    carry test top-1 (masked, thinned, re-estimated)."""
+    from edge_tune.train import evaluate, recalibrate_batchnorm
+
+    f = config.finetune
+    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
+    return run_recipe(model, recipe, splits.train, epochs, f.lr, f.weight_decay,
+                      config.data.batch_size, example, seed=config.baseline.seed, log=log,
+                      evaluate=(lambda m: evaluate(m, splits.test)[0]) if report_top1 else None,
+                      after_thinning=lambda m: recalibrate_batchnorm(
+                          m, splits.train, f.bn_recalibration_images))
+
+
 def channel_prunable(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Conv weights whose input channels only that conv reads (ResNet: each block's conv2):
     the channels a ChannelRemover can take out without touching a residual stream."""
@@ -322,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_tune.errors import ArgumentParser, UserError
     from edge_tune.models import create_model
     from edge_tune.output import new_run_dir, stdout_to_stderr
-    from edge_tune.train import evaluate, recalibrate_batchnorm, set_threads
+    from edge_tune.train import set_threads
     from edge_tune.trial import (
         _figures,
         arrays,
@@ -373,14 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         test = arrays(splits.test)
         base = prepare_baseline(config, splits, test, out)
         model = copy.deepcopy(base.model)
-        example = torch.zeros(1, 3, splits.image_size, splits.image_size)
         start = time.perf_counter()
-        run = run_recipe(model, recipe, splits.train, epochs, config.finetune.lr,
-                         config.finetune.weight_decay, config.data.batch_size, example,
-                         seed=config.baseline.seed, log=log_stderr,
-                         evaluate=lambda m: evaluate(m, splits.test)[0],
-                         after_thinning=lambda m: recalibrate_batchnorm(
-                             m, splits.train, config.finetune.bn_recalibration_images))
+        run = fit_recipe(model, recipe, splits, config, epochs, log_stderr, report_top1=True)
         artifact = deploy(model, run.int8, splits, config, out, base.shapes, test,
                           timings={"recipe_s": time.perf_counter() - start})
         measured = bench.benchmark_models({"baseline": base.artifact.deployed,

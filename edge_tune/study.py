@@ -160,14 +160,12 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: StudyContext) -
 
     Returns figures and the deployed model's bytes (the benchmark side needs no shared disk).
     """
-    import torch
-
     from edge_tune.actor import model_files
-    from edge_tune.compress import run_recipe
+    from edge_tune.compress import fit_recipe
     from edge_tune.data import load_data
     from edge_tune.distiller import recipe_from_dict
     from edge_tune.models import create_model
-    from edge_tune.train import evaluate, recalibrate_batchnorm, set_threads
+    from edge_tune.train import set_threads
     from edge_tune.trial import arrays, deploy, verdict
     from edge_tune.verify import table
 
@@ -177,13 +175,8 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: StudyContext) -
     splits = load_data(config.data)
     model = create_model(config.model, splits.num_classes)
     model.load_state_dict(ctx.base_state)
-    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
-    f = config.finetune
-    run = run_recipe(model, recipe_from_dict(recipe, name), splits.train, epochs, f.lr,
-                     f.weight_decay, config.data.batch_size, example, seed=config.baseline.seed,
-                     log=lambda _: None, evaluate=lambda m: evaluate(m, splits.test)[0],
-                     after_thinning=lambda m: recalibrate_batchnorm(
-                         m, splits.train, f.bn_recalibration_images))
+    run = fit_recipe(model, recipe_from_dict(recipe, name), splits, config, epochs,
+                     log=lambda _: None, report_top1=True)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_study-"))
     artifact = deploy(model, run.int8, splits, config, out, ctx.base_shapes,
                       arrays(splits.test))

@@ -32,7 +32,7 @@ from edge_tune.models import create_model, model_stages
 from edge_tune.output import new_run_dir, stdout_to_stderr
 from edge_tune.quantize import quantize
 from edge_tune.recipe import Schedule, schedule_from_params
-from edge_tune.train import recalibrate_batchnorm, set_threads, topk_accuracy
+from edge_tune.train import set_threads, topk_accuracy
 from edge_tune.verify import LayerCheck, table, verify
 
 Log = Callable[[str], None]
@@ -90,21 +90,16 @@ def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Confi
     Filters are masked by L1 rank and removed (thinning) at epoch 0, BatchNorm statistics are
     re-estimated for the thinner network, then fine-tuning runs with the masks held.
     """
-    from edge_tune.compress import run_recipe
+    from edge_tune.compress import fit_recipe
     from edge_tune.distiller import recipe_from_dict
 
-    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     recipe = recipe_from_dict(schedule_recipe(schedule, model, config))
     prunes = schedule.prunes_filters or schedule.fine_sparsity > 0
     epochs = schedule.finetune_epochs if prunes else 0
     if epochs:
         log(f"fine-tuning {epochs} epochs")
-    f = config.finetune
     start = time.perf_counter()
-    run = run_recipe(model, recipe, splits.train, epochs, f.lr, f.weight_decay,
-                     config.data.batch_size, example, seed=config.baseline.seed, log=log,
-                     after_thinning=lambda m: recalibrate_batchnorm(
-                         m, splits.train, f.bn_recalibration_images))
+    run = fit_recipe(model, recipe, splits, config, epochs, log)
     return {"compress_s": time.perf_counter() - start}, run.thinned
 
 
