@@ -90,22 +90,27 @@ def agp(layers: Layers, epochs: int) -> Recipe:
     return merge({"pruners": {"agp": pruner}, "policies": [policy]}, _lr(epochs))
 
 
+def _removal(kind: str, group_type: str, weights: list[str], thinner: tuple[str, str],
+             epochs: int) -> Recipe:
+    """Rank ``group_type`` by L1, zero the weakest STRUCTURE fraction and remove them (epoch 0).
+
+    ``thinner``: the extension's (instance name, class)."""
+    pruner = {"class": "L1RankedStructureParameterPruner", "group_type": group_type,
+              "desired_sparsity": STRUCTURE, "weights": weights}
+    name, thinner_class = thinner
+    return merge({"pruners": {kind: pruner}, "extensions": {name: {"class": thinner_class}},
+                  "policies": [_at("pruner", kind, 0), _at("extension", name, 0)]},
+                 _lr(epochs))
+
+
 def filters(layers: Layers, epochs: int) -> Recipe:
-    pruner = {"class": "L1RankedStructureParameterPruner", "group_type": "Filters",
-              "desired_sparsity": STRUCTURE, "weights": layers.convs}
-    return merge({"pruners": {"filters": pruner},
-                  "extensions": {"filter_thinner": {"class": "FilterRemover"}},
-                  "policies": [_at("pruner", "filters", 0),
-                               _at("extension", "filter_thinner", 0)]}, _lr(epochs))
+    return _removal("filters", "Filters", layers.convs, ("filter_thinner", "FilterRemover"),
+                    epochs)
 
 
 def channels(layers: Layers, epochs: int) -> Recipe:
-    pruner = {"class": "L1RankedStructureParameterPruner", "group_type": "Channels",
-              "desired_sparsity": STRUCTURE, "weights": layers.channels}
-    return merge({"pruners": {"channels": pruner},
-                  "extensions": {"channel_thinner": {"class": "ChannelRemover"}},
-                  "policies": [_at("pruner", "channels", 0),
-                               _at("extension", "channel_thinner", 0)]}, _lr(epochs))
+    return _removal("channels", "Channels", layers.channels,
+                    ("channel_thinner", "ChannelRemover"), epochs)
 
 
 def ssl(layers: Layers, epochs: int) -> Recipe:
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_tune.bench import check_device
     from edge_tune.data import check_data
     from edge_tune.output import check_output, new_run_dir
-    from edge_tune.tune import _wandb_mode, connect, ray_shutdown
+    from edge_tune.tune import connect, ray_shutdown, wandb_environment
 
     parser = ArgumentParser(prog="python -m edge_tune.study", description=(
         "Which compression makes the edge device faster, and where: each method alone, the "
@@ -380,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
 
         config = replace(config, tune=replace(config.tune, trial_cpus=float(os.cpu_count() or 1)))
-    if not args.no_wandb:
-        os.environ.setdefault("WANDB_MODE", _wandb_mode())
-        os.environ.setdefault("WANDB_SILENT", "true")
+    wandb_environment(not args.no_wandb)
     connect(None, config)
     try:
         out = new_run_dir(args.output, "study")

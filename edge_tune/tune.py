@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -502,20 +503,33 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(config.tune.search_space)
     validate(config, space, device_here=args.address is None)
     check_output(args.output)
-    wandb = not args.no_wandb
-    if wandb:  # before Ray starts: its workers inherit the environment
+    return launch(config, space, args, lambda: new_run_dir(args.output, "tune"), resume=False)
+
+
+def wandb_environment(wandb: bool) -> None:
+    """W&B's mode in the environment before Ray starts: its workers inherit it."""
+    if wandb:
         os.environ.setdefault("WANDB_MODE", _wandb_mode())
         os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def launch(config: Config, space: SearchSpace, args: Any, run_dir: Callable[[], Path],
+           resume: bool) -> int:
+    """Ray first (no ncs node or too few GPUs fail in seconds, before ``run_dir`` creates the
+    output), then the experiment; exit code 130 when it was interrupted."""
+    wandb = not args.no_wandb
+    wandb_environment(wandb)
     if args.address is not None:
         check_address(args.address)
-    # Ray first: no ncs node or too few GPUs fail in seconds, before the output directory
     context = connect(args.address, config)
     try:
-        out = new_run_dir(args.output, "tune")
+        out = run_dir()
         dashboard = getattr(context, "dashboard_url", "") or ""
         if dashboard:
             log_stderr(f"Ray dashboard: http://{dashboard}")
-        summary = run_tune(config, space, out, dashboard, wandb)
+        if resume:
+            log_stderr(f"resuming {out}")
+        summary = run_tune(config, space, out, dashboard, wandb, resume=resume)
     finally:
         ray_shutdown()
     if summary is None:
@@ -543,23 +557,7 @@ def resume_main(args: Any) -> int:
     config = load_config(str(out / "config.yaml"))
     space = load_space(config.tune.search_space)
     validate(config, space, device_here=args.address is None)
-    wandb = not args.no_wandb
-    if wandb:
-        os.environ.setdefault("WANDB_MODE", _wandb_mode())
-        os.environ.setdefault("WANDB_SILENT", "true")
-    if args.address is not None:
-        check_address(args.address)
-    context = connect(args.address, config)
-    try:
-        log_stderr(f"resuming {out}")
-        summary = run_tune(config, space, out, getattr(context, "dashboard_url", "") or "",
-                           wandb, resume=True)
-    finally:
-        ray_shutdown()
-    if summary is None:
-        return 130
-    print_table(summary, out)
-    return 0
+    return launch(config, space, args, lambda: out, resume=True)
 
 
 def cli() -> None:
