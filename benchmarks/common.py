@@ -42,3 +42,25 @@ def write_section(title: str, command: str, body: str) -> Path:
         text.rstrip() + "\n\n" + section)
     BENCHMARKS_MD.write_text(text.rstrip() + "\n")
     return BENCHMARKS_MD
+
+
+def resnet20_pair(folder: Path) -> dict[str, Path]:
+    """ONNX files of ResNet-20 (``baseline``) and its 50%-filter version (``model``), seed 0,
+    pruned through the tuner's own recipe (filters ranked by L1 and removed)."""
+    import torch
+
+    from edge_tune import prune
+    from edge_tune.compress import apply_recipe
+    from edge_tune.export import export_onnx
+    from edge_tune.models import create_model
+    from edge_tune.recipe import schedule_from_params
+
+    torch.manual_seed(0)
+    example = torch.zeros(1, 3, 32, 32)
+    dense = create_model("resnet20_cifar", 10).eval()
+    pruned = create_model("resnet20_cifar", 10).eval()
+    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
+    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
+                                            "resnet20_cifar", "digits"), example)
+    return {"baseline": export_onnx(dense, example, folder / "dense.onnx"),
+            "model": export_onnx(pruned, example, folder / "pruned.onnx")}

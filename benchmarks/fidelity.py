@@ -20,16 +20,11 @@ import tempfile
 from pathlib import Path
 
 import openvino as ov
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_section
-from edge_tune import bench, prune
-from edge_tune.compress import apply_recipe
-from edge_tune.export import export_onnx
-from edge_tune.models import create_model
-from edge_tune.recipe import schedule_from_params
+from benchmarks.common import resnet20_pair, write_section
+from edge_tune import bench
 
 
 def benchmark_app_median(model: Path, settings: bench.BenchSettings, folder: Path) -> float:
@@ -54,15 +49,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="edge_tune_fidelity-"))
-    torch.manual_seed(0)
-    example = torch.zeros(1, 3, 32, 32)
-    dense = create_model("resnet20_cifar", 10).eval()
-    pruned = create_model("resnet20_cifar", 10).eval()
-    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
-    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
-                                            "resnet20_cifar", "digits"), example)
-    models = {"resnet20": export_onnx(dense, example, folder / "resnet20.onnx"),
-              "resnet20 50% filters": export_onnx(pruned, example, folder / "pruned.onnx")}
+    pair = resnet20_pair(folder)
+    models = {"resnet20": pair["baseline"], "resnet20 50% filters": pair["model"]}
     settings = bench.BenchSettings(threads=args.threads)
     lines = [f"Median of {args.repeats} runs each; threads {args.threads}, f32, LATENCY, "
              f"batch 1, {settings.iterations} iterations, the same properties for both.", "",

@@ -21,17 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_section
-from edge_tune import bench, prune
+from benchmarks.common import resnet20_pair, write_section
+from edge_tune import bench
 from edge_tune.actor import BenchActor, model_files
-from edge_tune.compress import apply_recipe
-from edge_tune.export import export_onnx
-from edge_tune.models import create_model
-from edge_tune.recipe import schedule_from_params
 
 LOAD = """
 import sys, torch
@@ -55,18 +49,6 @@ def cv(values: list[float]) -> float:
     return 100 * statistics.pstdev(values) / mean if mean else 0.0
 
 
-def models(folder: Path) -> dict[str, Path]:
-    torch.manual_seed(0)
-    example = torch.zeros(1, 3, 32, 32)
-    dense = create_model("resnet20_cifar", 10).eval()
-    pruned = create_model("resnet20_cifar", 10).eval()
-    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
-    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
-                                            "resnet20_cifar", "digits"), example)
-    return {"baseline": export_onnx(dense, example, folder / "dense.onnx"),
-            "model": export_onnx(pruned, example, folder / "pruned.onnx")}
-
-
 def measure(paths: dict[str, Path], repeats: int) -> dict[str, list[float]]:
     """``repeats`` benchmark calls exactly as a trial makes them (the actor's class, its
     repeat-when-noisy sessions included)."""
@@ -86,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    paths = models(Path(tempfile.mkdtemp(prefix="edge_tune_repeat-")))
+    paths = resnet20_pair(Path(tempfile.mkdtemp(prefix="edge_tune_repeat-")))
     lines = [f"{args.repeats} benchmark calls per condition, made as a trial makes them (the "
              "actor's class and default settings: 1 pinned thread, f32, LATENCY, batch 1, "
              "baseline interleaved, a session repeated when its per-round ratio CV > 5%); "

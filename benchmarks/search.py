@@ -132,11 +132,9 @@ def best_so_far(values: list[float]) -> list[float]:
 
 
 def plot(curves: dict[str, list[list[float]]], path: Path) -> None:
-    import matplotlib
+    from edge_tune.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for name, runs in curves.items():
         arr = np.asarray(runs)

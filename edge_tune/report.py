@@ -116,7 +116,8 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +127,7 @@ def _pyplot() -> Any:
 
 
 def plot_pareto(run: Run, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     points = [(r["latency_ms"], r["top1"]) for r in run.rows]
     if run.kind == "study":
@@ -163,7 +164,7 @@ def plot_pareto(run: Run, path: Path) -> Path:
 
 
 def plot_speedup(run: Run, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(run.rows, key=lambda r: r["speedup"])
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     colors = {"sparsity": "tab:gray", "structure": "tab:blue", "quantisation": "tab:green",
@@ -185,7 +186,7 @@ def plot_speedup(run: Run, path: Path) -> Path:
 
 
 def plot_layers(run: Run, series: list[str], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     base = run.layers.get("baseline", {})
     named = [k for k in base if k != "other ops"]
     top = sorted(named, key=lambda k: -base[k])[:TOP_LAYERS] + (
@@ -210,7 +211,7 @@ def plot_layers(run: Run, series: list[str], path: Path) -> Path:
 
 
 def plot_objective(run: Run, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     values = [r["objective"] for r in run.rows]
     best = list(np.minimum.accumulate(values))
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -240,7 +241,7 @@ def importance(run: Run) -> dict[str, float]:
 
 
 def plot_importance(values: dict[str, float], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted(values, key=lambda k: abs(values[k]))
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.6))
     ax.barh(names, [values[n] for n in names],
