@@ -171,13 +171,14 @@ def _profiles(paths: dict[str, str | Path], settings: BenchSettings,
                    for (n, t, k), ms in per.items()] for name, per in times.items()}
 
 
-def _stats(samples: list[float], fps: float, layers: list[LayerTime]) -> BenchResult:
+def _stats(samples: list[float], fps: float, layers: list[LayerTime],
+           rounds: list[float]) -> BenchResult:
     arr = np.asarray(samples)
     mean = float(arr.mean())
     return BenchResult(latency_ms=float(statistics.median(samples)),
                        latency_p90_ms=float(np.percentile(arr, 90)),
                        latency_mean_ms=mean, cv=float(arr.std() / mean) if mean else 0.0,
-                       fps=fps, samples=len(samples), layers=layers)
+                       fps=fps, samples=len(samples), rounds=rounds, layers=layers)
 
 
 def benchmark_models(paths: dict[str, str | Path], settings: BenchSettings,
@@ -207,8 +208,7 @@ def benchmark_models(paths: dict[str, str | Path], settings: BenchSettings,
     results = {}
     for name in paths:
         fps = _fps(compiled[name], inputs[name], settings.fps_seconds)
-        results[name] = _stats(samples[name], fps, profiles.get(name, []))
-        results[name].rounds = rounds[name]
+        results[name] = _stats(samples[name], fps, profiles.get(name, []), rounds[name])
     return results
 
 
