@@ -144,7 +144,7 @@ def thin(run: RecipeRun, inst: Instance) -> dict[str, int]:
         convs = [(n, m) for n, m in run.model.named_modules() if isinstance(m, nn.Conv2d)]
         for name, conv in convs:
             zero = _zero_groups(conv.weight.detach(), kind)
-            if not zero or len(zero) >= conv.weight.shape[0 if kind == "Filters" else 1]:
+            if not zero or len(zero) >= conv.weight.shape[group_dim(kind)]:
                 continue
             handler = tp.prune_conv_out_channels if kind == "Filters" else tp.prune_conv_in_channels
             group = graph.get_pruning_group(conv, handler, idxs=zero)
@@ -155,8 +155,8 @@ def thin(run: RecipeRun, inst: Instance) -> dict[str, int]:
             group.prune()
             removed[f"{name}.{kind.lower()}"] = len(zero)
             graph = tp.DependencyGraph().build_dependency(run.model, example_inputs=run.example)
-    run.masks = {n: m for n, m in run.masks.items() if n in run.params()
-                 and run.params()[n].shape == m.shape}
+    params = run.params()  # masks of removed structures no longer fit their weights
+    run.masks = {n: m for n, m in run.masks.items() if n in params and params[n].shape == m.shape}
     run.thinned[inst.name] = removed
     if run.evaluate is not None and before is not None:
         # the same network with zeros removed, before any fine-tuning
