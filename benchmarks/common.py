@@ -50,17 +50,18 @@ def resnet20_pair(folder: Path) -> dict[str, Path]:
     import torch
 
     from edge_tune import prune
-    from edge_tune.compress import apply_recipe
     from edge_tune.export import export_onnx
-    from edge_tune.models import create_model
+    from edge_tune.models import create_model, model_spec
     from edge_tune.recipe import schedule_from_params
+    from edge_tune.scheduler import apply_recipe
 
     torch.manual_seed(0)
     example = torch.zeros(1, 3, 32, 32)
     dense = create_model("resnet20_cifar", 10).eval()
     pruned = create_model("resnet20_cifar", 10).eval()
-    schedule = schedule_from_params({"filter_ratio": 0.5}, pruned.stages, 0)
-    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, schedule), [],
+    stages = model_spec("resnet20_cifar").stages
+    schedule = schedule_from_params({"filter_ratio": 0.5}, stages, 0)
+    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, stages, schedule), [],
                                             "resnet20_cifar", "digits"), example)
     return {"baseline": export_onnx(dense, example, folder / "dense.onnx"),
             "model": export_onnx(pruned, example, folder / "pruned.onnx")}

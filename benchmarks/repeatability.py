@@ -57,10 +57,10 @@ def measure(paths: dict[str, Path], repeats: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"baseline": [], "model": [], "speedup": [], "sessions": []}
     for _ in range(repeats):
         result = actor.benchmark(files, per_layer=False)
-        out["baseline"].append(result["baseline"]["latency_ms"])
-        out["model"].append(result["model"]["latency_ms"])
-        out["speedup"].append(result["baseline"]["latency_ms"] / result["model"]["latency_ms"])
-        out["sessions"].append(result["model"]["sessions"])
+        out["baseline"].append(result.baseline.latency_ms)
+        out["model"].append(result.models["model"].latency_ms)
+        out["speedup"].append(result.speedup())
+        out["sessions"].append(result.models["model"].sessions)
     return out
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_section
 from edge_tune import bench
 from edge_tune.config import config_from_dict
-from edge_tune.objective import Threshold, objective
+from edge_tune.objective import objective
 
 RATIOS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 QUICK = {"model": "simple_cnn", "data": {"image_size": 16}, "baseline": {"epochs": 4, "lr": 0.05},
@@ -45,29 +45,30 @@ QUICK = {"model": "simple_cnn", "data": {"image_size": 16}, "baseline": {"epochs
 
 def build_table(config: Any, epochs: list[int], folder: Path) -> dict[str, Any]:
     """Run every grid point for real; objective, top-1 and latency ratio per point."""
+    from edge_tune.baseline import prepare_baseline
     from edge_tune.data import load_data
-    from edge_tune.models import model_stages
+    from edge_tune.deploy import arrays
+    from edge_tune.models import model_spec
     from edge_tune.recipe import schedule_from_params
     from edge_tune.train import set_threads
-    from edge_tune.trial import arrays, bench_settings, build, prepare_baseline
+    from edge_tune.trial import build
 
     set_threads(config.train_threads)
     splits = load_data(config.data)
     test = arrays(splits.test)
     base = prepare_baseline(config, splits, test, folder / "baseline", log=lambda _: None)
-    threshold = Threshold(config.tune.threshold.min_top1,
-                          config.tune.threshold.max_drop).value(base.artifact.top1)
+    threshold = config.tune.threshold.value(base.artifact.top1)
     grid = list(itertools.product(RATIOS, [0, 1], epochs))
     points = {}
     start = time.time()
     for i, (ratio, int8, epoch) in enumerate(grid):
         params = {"filter_ratio": ratio, "int8": int8, "finetune_epochs": epoch}
-        schedule = schedule_from_params(params, model_stages(base.model), epoch)
+        schedule = schedule_from_params(params, model_spec(config.model).stages, epoch)
         (folder / f"p{i}").mkdir(parents=True)
         art = build(copy.deepcopy(base.model), schedule, splits, config, folder / f"p{i}",
                     base.shapes, test, log=lambda _: None)
         m = bench.benchmark_models({"baseline": base.artifact.deployed, "model": art.deployed},
-                                   bench_settings(config), per_layer=False)
+                                   config.bench, per_layer=False)
         model_ms, base_ms = m["model"].latency_ms, m["baseline"].latency_ms
         points[_key(ratio, int8, epoch)] = {
             "top1": art.top1, "speedup": base_ms / model_ms,

@@ -1,9 +1,11 @@
 """The benchmark actor: one per edge device, serialising every measurement on it.
 
-A plain class (Ray wraps it with ``ray.remote`` in ``edge_tune.tune``) that imports only the
-torch-free ``bench`` module, so the edge node needs no training stack. It holds the baseline
-model and benchmarks each candidate interleaved with it, so every speed-up compares two numbers
-taken on the same device moments apart.
+A plain class (Ray wraps it with ``ray.remote`` in :mod:`edge_tune.cluster`; the one-trial
+commands call it in-process) that imports only the torch-free ``bench`` module, so the edge
+node needs no training stack: this module is on the edge side of the torch-free boundary. It
+holds the baseline model and benchmarks each candidate interleaved with it, so every speed-up
+compares two numbers taken on the same device moments apart. Answers are dataclasses
+(:class:`BenchCall` of :class:`Measurement`), not nested dicts.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import ray
+from ray.util import metrics
 
 from edge_tune import bench
 
@@ -24,6 +29,42 @@ ACTOR_NAME = "edge_tune_bench"  # the actor on the first ncs node; others get _1
 NAMESPACE = "edge_tune"
 
 ModelFiles = dict[str, bytes]  # file name -> content; the first entry is the model to load
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model in one benchmark call: latency (ms, batch 1), throughput, steadiness, layers."""
+
+    latency_ms: float  # median
+    latency_p90_ms: float
+    latency_mean_ms: float
+    cv: float  # std / mean of the timed samples
+    fps: float  # asynchronous throughput
+    samples: int
+    ratio_cv: float  # CV of the per-round latency ratios to the baseline (0 for the baseline)
+    sessions: int  # interleaved sessions run before the ratios were steady
+    layers: list[bench.LayerTime] = field(default_factory=list)  # per-layer profile
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar figures (no per-layer rows), for JSON results."""
+        return {k: v for k, v in asdict(self).items() if k != "layers"}
+
+
+@dataclass(frozen=True)
+class BenchCall:
+    """What one benchmark call answers: every model and the baseline, measured side by side."""
+
+    baseline: Measurement
+    models: dict[str, Measurement]
+    started: float  # s since the epoch, when the device was taken
+    ended: float
+    call: int  # this actor's call number (1, 2, ...)
+    node_id: str | None  # Ray node the actor runs on (None outside Ray)
+    pid: int
+
+    def speedup(self, name: str = "model") -> float:
+        """Baseline latency / the model's (median, same session)."""
+        return self.baseline.latency_ms / self.models[name].latency_ms
 
 
 def model_files(path: str | Path) -> ModelFiles:
@@ -45,8 +86,8 @@ def _write(files: ModelFiles, folder: Path) -> Path:
 class BenchActor:
     """Benchmarks models on ``settings.device`` against the baseline it was started with.
 
-    Ray runs it as a threaded actor so that ``queue_length`` and ``info`` answer while a
-    measurement runs; a lock lets one measurement at a time reach the device.
+    Ray runs it as a threaded actor so that ``load`` and ``info`` answer while a measurement
+    runs; a lock lets one measurement at a time reach the device.
     """
 
     def __init__(self, baseline: ModelFiles, settings: bench.BenchSettings) -> None:
@@ -60,29 +101,18 @@ class BenchActor:
         self._count = threading.Lock()
         self._metrics: Metrics | None = None
 
-    def queue_length(self) -> int:
-        """Benchmark calls waiting for the device or being measured."""
-        return self.queued
-
     def load(self) -> tuple[int, int]:
         """(calls queued or running, calls served so far): the least loaded actor gets a trial."""
         return self.queued, self.calls
 
-    def benchmark(self, files: ModelFiles, per_layer: bool = True) -> dict[str, Any]:
-        """Measure ``files`` and the baseline, interleaved; figures in ms, batch 1.
+    def benchmark(self, files: ModelFiles, per_layer: bool = True) -> BenchCall:
+        """Measure ``files`` (as ``model``) and the baseline, interleaved (ms, batch 1)."""
+        return self.benchmark_set({"model": files}, per_layer)
 
-        Returns ``model`` and ``baseline`` summaries, both models' per-layer rows, and when the
-        measurement started and ended (s, epoch) so callers can check nothing overlapped.
-        """
-        out = self.benchmark_set({"model": files}, per_layer)
-        model, baseline = out.pop("models")["model"], out.pop("baseline")
-        return {"model": model["summary"], "baseline": baseline["summary"],
-                "layers": model["layers"], "baseline_layers": baseline["layers"], **out}
-
-    def benchmark_set(self, models: dict[str, ModelFiles],
-                      per_layer: bool = True) -> dict[str, Any]:
+    def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True) -> BenchCall:
         """Measure several models and the baseline in one interleaved session (ms, batch 1),
-        so every ratio between them compares numbers taken side by side."""
+        so every ratio between them compares numbers taken side by side; ``started`` and
+        ``ended`` let callers check that no two measurements overlapped."""
         metrics = self._meter()
         with self._count:
             self.queued += 1
@@ -99,11 +129,11 @@ class BenchActor:
             metrics.queue(self.queued)
         metrics.done(ended - started, len(models))
         baseline = results.pop("baseline")
-        return {"baseline": baseline, "models": results, "started": started, "ended": ended,
-                "call": call, "node_id": self.info()["node_id"], "pid": os.getpid()}
+        return BenchCall(baseline, results, started, ended, call, self.info()["node_id"],
+                         os.getpid())
 
     def _measure(self, models: dict[str, ModelFiles], per_layer: bool,
-                 call: int) -> dict[str, dict[str, Any]]:
+                 call: int) -> dict[str, Measurement]:
         folder = self.folder / f"call{call}"
         paths = {name: _write(files, folder / str(i))
                  for i, (name, files) in enumerate(models.items())}
@@ -111,9 +141,8 @@ class BenchActor:
             results, noise, sessions = self._calmest(paths, per_layer)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return {name: {"summary": {**r.summary(), "ratio_cv": noise.get(name, 0.0),
-                                   "sessions": sessions},
-                       "layers": [asdict(x) for x in r.layers]}
+        return {name: Measurement(**r.summary(), ratio_cv=noise.get(name, 0.0),
+                                  sessions=sessions, layers=r.layers)
                 for name, r in results.items()}
 
     def _calmest(self, paths: dict[str, Path], per_layer: bool
@@ -131,7 +160,7 @@ class BenchActor:
                 best = (worst, results, noise)
             if worst <= self.settings.max_ratio_cv:
                 break
-        assert best is not None
+        assert best is not None  # max_sessions >= 1 (config)
         return best[1], best[2], sessions
 
     def _meter(self) -> Metrics:
@@ -141,8 +170,6 @@ class BenchActor:
 
     def info(self) -> dict[str, Any]:
         """Where the actor runs: Ray node id, host, process id, device, calls served."""
-        import ray
-
         in_ray = ray.is_initialized()  # get_runtime_context() would start a local Ray
         return {"node_id": ray.get_runtime_context().get_node_id() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
@@ -153,13 +180,9 @@ class Metrics:
     """The actor's Ray metrics (Prometheus names get Ray's ``ray_`` prefix); no-ops outside Ray."""
 
     def __init__(self, device: str) -> None:
-        import ray
-
         self.enabled = ray.is_initialized()
         if not self.enabled:
             return
-        from ray.util import metrics
-
         tags = {"device": device}
         self.queue_gauge = metrics.Gauge(
             "edge_tune_bench_queue_length", "benchmark calls waiting for or on the device",

@@ -11,7 +11,8 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,15 @@ import torch
 from torch import nn
 
 from edge_tune.config import Config
-from edge_tune.data import Splits
+from edge_tune.data import Splits, num_classes
+from edge_tune.deploy import Artifact, Images, deploy
 from edge_tune.errors import UserError, first_line
+from edge_tune.export import weight_stats
 from edge_tune.models import create_model
+from edge_tune.output import log_stderr
 from edge_tune.train import evaluate, train
+
+Log = Callable[[str], None]
 
 
 def cache_dir(config: Config) -> Path:
@@ -74,10 +80,11 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
-def check_baseline(config: Config, num_classes: int) -> None:
+def check_baseline(config: Config) -> None:
     """Fail early on a checkpoint that is missing, unreadable or of another model."""
     if config.baseline.checkpoint is not None:
-        load_checkpoint(config.baseline.checkpoint, create_model(config.model, num_classes))
+        load_checkpoint(config.baseline.checkpoint,
+                        create_model(config.model, num_classes(config.data)))
 
 
 def _save_atomic(state: dict[str, torch.Tensor], meta: dict[str, Any], folder: Path) -> None:
@@ -94,7 +101,7 @@ def _save_atomic(state: dict[str, torch.Tensor], meta: dict[str, Any], folder: P
 
 
 def baseline_model(config: Config, splits: Splits,
-                   log: Any = print) -> tuple[nn.Module, dict[str, Any]]:
+                   log: Log = print) -> tuple[nn.Module, dict[str, Any]]:
     """The uncompressed trained model and facts about it (source, torch top-1/top-5, seconds)."""
     model = create_model(config.model, splits.num_classes)
     b = config.baseline
@@ -122,3 +129,28 @@ def baseline_model(config: Config, splits: Splits,
     _save_atomic(model.state_dict(), meta, folder)
     log(f"baseline: top-1 {top1:.2f}% after {meta['train_seconds']:.1f} s, cached in {folder}")
     return model, {**meta, "source": str(folder), "cached": False}
+
+
+@dataclass
+class Baseline:
+    """The trained, uncompressed model, exported and evaluated as deployed."""
+
+    model: nn.Module
+    info: dict[str, Any]  # source, torch accuracy, training seconds, cached or not
+    shapes: dict[str, tuple[int, ...]]  # weight name -> shape, for verification
+    artifact: Artifact
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The weights as CPU tensors (what trials on other nodes start from)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+
+def prepare_baseline(config: Config, splits: Splits, test: Images, out: Path,
+                     log: Log = log_stderr) -> Baseline:
+    """Train (or load from cache / checkpoint) the baseline, export it and measure its accuracy."""
+    model, info = baseline_model(config, splits, log)
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = {k: v[0] for k, v in weight_stats(model).items()}
+    log("baseline: export and accuracy as deployed")
+    artifact = deploy(model, False, splits, config, out, shapes, test, name="baseline")
+    return Baseline(model, info, shapes, artifact)

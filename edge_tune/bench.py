@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openvino as ov
 
 from edge_tune.errors import UserError, first_line
 
@@ -64,8 +65,6 @@ class BenchResult:
 
 
 def _core() -> Any:
-    import openvino as ov
-
     return ov.Core()
 
 
@@ -128,8 +127,6 @@ def _timed(request: Any, count: int) -> list[float]:
 
 def _fps(compiled: Any, data: np.ndarray, seconds: float) -> float:
     """Throughput from an asynchronous queue of the device's optimal number of requests."""
-    import openvino as ov
-
     if seconds <= 0:
         return 0.0
     jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -189,8 +186,6 @@ def benchmark_models(paths: dict[str, str | Path], settings: BenchSettings,
     ``iterations / rounds`` timed batch-1 inferences; median and p90 are over all blocks.
     """
     compiled = {name: compile_model(path, settings) for name, path in paths.items()}
-    import openvino as ov
-
     requests = {name: c.create_infer_request() for name, c in compiled.items()}
     inputs = {name: _input(c) for name, c in compiled.items()}
     for name, request in requests.items():
@@ -233,8 +228,6 @@ def write_layers_csv(layers: list[LayerTime], path: str | Path) -> Path:
 def infer(path: str | Path, inputs: np.ndarray, settings: BenchSettings,
           batch: int = 64) -> np.ndarray:
     """Logits of ``inputs`` (N, C, H, W) through the deployed model, ``batch`` at a time."""
-    import openvino as ov
-
     core = _core()
     model = core.read_model(str(path))
     model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, *inputs.shape[1:]])})

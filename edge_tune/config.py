@@ -1,5 +1,10 @@
 """Configuration: frozen dataclasses, validated once at load with YAML-path errors.
 
+Sections that belong to one stage are that stage's own dataclass (``data`` is
+:class:`edge_tune.data.DataConfig`, ``bench`` is :class:`edge_tune.bench.BenchSettings`,
+``tune.threshold`` is :class:`edge_tune.objective.Threshold`), so nothing is copied field by
+field; names are checked against the stages' registries (``model``, ``data.name``).
+
 ``load_config(None)`` gives the embedded default (ResNet-20 on digits); a user file overrides
 any subset of its keys. Unknown keys and out-of-range values are a :class:`UserError` naming the
 key path, e.g. ``finetune.epochs: expected an integer >= 0, got -1``.
@@ -14,23 +19,12 @@ from typing import Any
 
 import yaml
 
+from edge_tune.bench import BenchSettings
+from edge_tune.data import DATASETS, DataConfig
 from edge_tune.errors import UserError, unknown
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data set, where it lives and how it is split and batched."""
-
-    name: str = "digits"
-    root: str | None = None  # directory for cifar10 / imagefolder
-    image_size: int = 32  # px, square input of the model
-    batch_size: int = 64
-    val_fraction: float = 0.15  # of the data the set ships for training
-    # digits only (it ships no test split): 25% = 450 images, one image = 0.22 points of top-1;
-    # at 15% (270) one image was 0.37 points and a "1 point" threshold meant 2 images.
-    test_fraction: float = 0.25
-    seed: int = 0  # split seed, fixed so every trial sees the same split
-    download: bool = False  # cifar10: fetch the archive into ``root`` if it is missing
+from edge_tune.models import MODELS
+from edge_tune.objective import Threshold
+from edge_tune.recipe import check_param
 
 
 @dataclass(frozen=True)
@@ -62,42 +56,20 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    """OpenVINO measurement settings, fixed so numbers compare across models."""
-
-    device: str = "CPU"  # any OpenVINO device string: CPU, GPU, NPU, MYRIAD (<= 2022.3)
-    threads: int = 1  # INFERENCE_NUM_THREADS
-    precision: str = "f32"  # INFERENCE_PRECISION_HINT where the device supports it
-    warmup: int = 50  # inferences before timing
-    iterations: int = 300  # timed batch-1 synchronous inferences per model
-    rounds: int = 5  # baseline and candidate alternate in this many blocks
-    fps_seconds: float = 0.25  # s of asynchronous inference for throughput
-    max_ratio_cv: float = 0.05  # a session whose per-round latency ratios vary more repeats
-    max_sessions: int = 3  # at most this many sessions per benchmark call (the calmest wins)
-
-
-@dataclass(frozen=True)
-class ThresholdConfig:
-    """Minimum accuracy a trial must keep: absolute top-1 or a maximum drop (percent)."""
-
-    min_top1: float | None = None  # percent; when set, max_drop is ignored
-    max_drop: float = 1.0  # percentage points below the baseline's top-1
-
-
-@dataclass(frozen=True)
 class TuneConfig:
     """The search: space, budget, concurrency, resources per trial, W&B."""
 
     search_space: str = "default"  # a name in search_spaces/ or a YAML path
+    searcher: str = "bayesopt"  # a name in edge_tune.searcher.SEARCHERS
     num_samples: int = 20
     max_concurrent: int = 1  # trials at once (each also waits its turn at the benchmark actor)
     seed: int = 0
     random_steps: int = 6  # BayesOptSearch's random exploration before the model guides
     points_to_evaluate: list[dict[str, float]] = field(default_factory=list)
-    trial_cpus: float = 0.0  # 0 = this machine's cores / max_concurrent
+    trial_cpus: float = 0.0  # 0 = the largest trial node's cores / max_concurrent
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one
     max_failures: int = 0  # retries of a failed trial
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    threshold: Threshold = field(default_factory=Threshold)
     wandb_project: str = "edge_tune"
 
 
@@ -110,7 +82,7 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
+    bench: BenchSettings = field(default_factory=BenchSettings)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train_threads: int = 0  # torch threads for training; 0 = all cores
     cache_dir: str | None = None  # baseline cache; default $EDGE_TUNE_CACHE or ~/.cache/edge_tune
@@ -130,35 +102,28 @@ def _check_float(path: str, value: Any, low: float, high: float, high_open: bool
     return float(value)
 
 
+# integer keys and their minimum
+_INTS: dict[str, int] = {
+    "data.image_size": 8, "data.batch_size": 1, "baseline.epochs": 0, "finetune.epochs": 0,
+    "finetune.bn_recalibration_images": 0, "quantize.calibration_images": 1,
+    "bench.threads": 1, "bench.warmup": 0, "bench.iterations": 10, "bench.rounds": 1,
+    "bench.max_sessions": 1, "train_threads": 0, "tune.num_samples": 1,
+    "tune.max_concurrent": 1, "tune.random_steps": 0, "tune.max_failures": 0,
+}
+# number keys and their (low, high, high excluded)
+_FLOATS: dict[str, tuple[float, float, bool]] = {
+    "data.val_fraction": (0.0, 0.5, True), "data.test_fraction": (0.01, 0.5, True),
+    "baseline.lr": (0.0, 10.0, False), "baseline.weight_decay": (0.0, 1.0, False),
+    "finetune.lr": (0.0, 10.0, False), "finetune.weight_decay": (0.0, 1.0, False),
+    "bench.fps_seconds": (0.0, 60.0, False), "bench.max_ratio_cv": (0.0, 1.0, False),
+    "tune.trial_cpus": (0.0, 1024.0, False), "tune.trial_gpus": (0.0, 64.0, False),
+    "tune.threshold.min_top1": (0.0, 100.0, False),  # or null: max_drop applies
+    "tune.threshold.max_drop": (0.0, 100.0, False),
+}
 _RULES: dict[str, Any] = {
-    "data.image_size": lambda p, v: _check_int(p, v, 8),
-    "data.batch_size": lambda p, v: _check_int(p, v, 1),
-    "data.val_fraction": lambda p, v: _check_float(p, v, 0.0, 0.5, high_open=True),
-    "data.test_fraction": lambda p, v: _check_float(p, v, 0.01, 0.5, high_open=True),
-    "baseline.epochs": lambda p, v: _check_int(p, v, 0),
-    "baseline.lr": lambda p, v: _check_float(p, v, 0.0, 10.0),
-    "baseline.weight_decay": lambda p, v: _check_float(p, v, 0.0, 1.0),
-    "finetune.epochs": lambda p, v: _check_int(p, v, 0),
-    "finetune.lr": lambda p, v: _check_float(p, v, 0.0, 10.0),
-    "finetune.weight_decay": lambda p, v: _check_float(p, v, 0.0, 1.0),
-    "finetune.bn_recalibration_images": lambda p, v: _check_int(p, v, 0),
-    "quantize.calibration_images": lambda p, v: _check_int(p, v, 1),
-    "bench.threads": lambda p, v: _check_int(p, v, 1),
-    "bench.warmup": lambda p, v: _check_int(p, v, 0),
-    "bench.iterations": lambda p, v: _check_int(p, v, 10),
-    "bench.rounds": lambda p, v: _check_int(p, v, 1),
-    "bench.fps_seconds": lambda p, v: _check_float(p, v, 0.0, 60.0),
-    "bench.max_ratio_cv": lambda p, v: _check_float(p, v, 0.0, 1.0),
-    "bench.max_sessions": lambda p, v: _check_int(p, v, 1),
-    "train_threads": lambda p, v: _check_int(p, v, 0),
-    "tune.num_samples": lambda p, v: _check_int(p, v, 1),
-    "tune.max_concurrent": lambda p, v: _check_int(p, v, 1),
-    "tune.random_steps": lambda p, v: _check_int(p, v, 0),
-    "tune.max_failures": lambda p, v: _check_int(p, v, 0),
-    "tune.trial_cpus": lambda p, v: _check_float(p, v, 0.0, 1024.0),
-    "tune.trial_gpus": lambda p, v: _check_float(p, v, 0.0, 64.0),
-    "tune.threshold.min_top1": lambda p, v: None if v is None else _check_float(p, v, 0.0, 100.0),
-    "tune.threshold.max_drop": lambda p, v: _check_float(p, v, 0.0, 100.0),
+    **{k: (lambda p, v, low=low: _check_int(p, v, low)) for k, low in _INTS.items()},
+    **{k: (lambda p, v, r=r: None if v is None and p.endswith("min_top1")
+           else _check_float(p, v, *r)) for k, r in _FLOATS.items()},
     "tune.points_to_evaluate": lambda p, v: _check_points(p, v),
 }
 
@@ -166,8 +131,6 @@ _RULES: dict[str, Any] = {
 def _check_points(path: str, value: Any) -> list[dict[str, float]]:
     if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
         raise UserError(f"{path}: expected a list of {{parameter: value}} mappings, got {value!r}")
-    from edge_tune.recipe import check_param
-
     for i, point in enumerate(value):
         for name, number in point.items():
             try:
@@ -175,6 +138,8 @@ def _check_points(path: str, value: Any) -> list[dict[str, float]]:
             except UserError as err:
                 raise UserError(f"{path}[{i}]{str(err).removeprefix('params')}") from None
     return [{str(k): float(v) for k, v in p.items()} for p in value]
+
+
 _CHOICES = {"bench.precision": ("f32", "f16", "bf16")}
 
 
@@ -224,9 +189,6 @@ def config_from_dict(raw: Any) -> Config:
 
 
 def _check_names(config: Config) -> None:
-    from edge_tune.data import DATASETS
-    from edge_tune.models import MODELS
-
     if config.model not in MODELS:
         raise unknown("model", config.model, MODELS)
     if config.data.name not in DATASETS:

@@ -6,7 +6,11 @@ one instance, optionally with ``args``, and fires at ``epochs: [...]`` or from
 ``starting_epoch`` to ``ending_epoch`` every ``frequency`` epochs). Every error names its key:
 ``pruners.low_pruner.final_sparsity: expected 0 <= x < 1, got 1.3``. Weight names may carry
 Distiller's ``module.`` prefix (its models were wrapped in DataParallel); it is dropped.
-:mod:`edge_tune.compress` runs a loaded recipe.
+
+:data:`CLASSES` is the one registry of Distiller classes: each :class:`ClassSpec` holds the
+class's section, the checks of its arguments and its behaviour (the pruner or regulariser
+that computes it, the LR scheduler it builds, the structures it removes, how its arguments
+rescale with the run's length). :mod:`edge_tune.scheduler` runs a loaded recipe from it.
 """
 
 from __future__ import annotations
@@ -16,14 +20,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edge_tune.config import read_yaml
 from edge_tune.errors import UserError, unknown
+from edge_tune.prune import (
+    GroupLasso,
+    L1RankedStructure,
+    Magnitude,
+    MagnitudeThreshold,
+    Pruner,
+    Regularizer,
+    SparsityLevel,
+)
 
 SECTIONS = {"pruners": "pruner", "regularizers": "regularizer", "quantizers": "quantizer",
             "lr_schedulers": "lr_scheduler", "extensions": "extension"}
 GROUP_TYPES = ("Filters", "Channels", "Rows")
 
 Check = Callable[[str, Any], Any]
+Args = dict[str, Any]
+LRBuilder = Callable[[Args, torch.optim.Optimizer], Any]  # a torch LR scheduler
 
 
 def _ratio(path: str, value: Any) -> float:
@@ -116,40 +133,93 @@ def _text(path: str, value: Any) -> str:
     return value
 
 
+def _agp_order(path: str, args: Args) -> None:
+    if args["final_sparsity"] < args["initial_sparsity"]:
+        raise UserError(f"{path}.final_sparsity: expected >= initial_sparsity "
+                        f"{args['initial_sparsity']}, got {args['final_sparsity']}")
+
+
 @dataclass(frozen=True)
 class ClassSpec:
-    """A recipe class: its section and the checks of its required and optional arguments."""
+    """A Distiller class: its section, argument checks and behaviour, in one place.
+
+    Exactly the behaviour field of its section is set: ``pruner`` (pruners), ``regularizer``
+    (regularizers), ``lr_scheduler`` (lr_schedulers), ``removes`` (extensions: the structures
+    thinning removes) or ``quantizes`` (quantizers: int8 after training).
+    """
 
     section: str
     required: dict[str, Check]
     optional: dict[str, Check] = field(default_factory=dict)
+    pruner: Pruner | None = None
+    regularizer: Regularizer | None = None
+    lr_scheduler: LRBuilder | None = None
+    removes: tuple[str, ...] = ()  # "Filters" and/or "Channels"
+    quantizes: bool = False
+    # its arguments for a run ``factor`` times as long (epochs in the arguments scale)
+    rescale: Callable[[Args, float], Args] | None = None
+    check: Callable[[str, Args], None] | None = None  # cross-argument checks
 
 
+def _scaled_epochs(key: str) -> Callable[[Args, float], Args]:
+    return lambda args, factor: {**args, key: max(1, round(args[key] * factor))}
+
+
+def _scaled_milestones(args: Args, factor: float) -> Args:
+    return {**args, "milestones": tuple(max(1, round(m * factor)) for m in args["milestones"])}
+
+
+def _scaled_strength(args: Args, factor: float) -> Args:
+    # a regulariser acts on every mini-batch: a run 1/factor as long needs 1/factor the strength
+    # to apply comparable shrinkage (and Distiller's Mean_Abs threshold is the strength)
+    return {**args, "reg_regims": {w: (strength / factor, group)
+                                   for w, (strength, group) in args["reg_regims"].items()}}
+
+
+_LR = torch.optim.lr_scheduler
 _AGP = {"initial_sparsity": _ratio, "final_sparsity": _ratio, "weights": _weights}
 _THINNER = {"thinning_func_str": _text, "arch": _text, "dataset": _text}
+_GAMMA = {"gamma": _gamma}
 
 CLASSES: dict[str, ClassSpec] = {
-    "AutomatedGradualPruner": ClassSpec("pruners", dict(_AGP)),
-    "MagnitudeParameterPruner": ClassSpec("pruners", {"thresholds": _thresholds}),
-    "SparsityLevelParameterPruner": ClassSpec("pruners", {"levels": _levels}),
+    "AutomatedGradualPruner": ClassSpec("pruners", dict(_AGP), pruner=Magnitude(),
+                                        check=_agp_order),
+    "MagnitudeParameterPruner": ClassSpec("pruners", {"thresholds": _thresholds},
+                                          pruner=MagnitudeThreshold()),
+    "SparsityLevelParameterPruner": ClassSpec("pruners", {"levels": _levels},
+                                              pruner=SparsityLevel()),
     "L1RankedStructureParameterPruner": ClassSpec(
-        "pruners", {"group_type": _group_type, "desired_sparsity": _ratio, "weights": _weights}),
+        "pruners", {"group_type": _group_type, "desired_sparsity": _ratio, "weights": _weights},
+        pruner=L1RankedStructure()),
     "L1RankedStructureParameterPruner_AGP": ClassSpec(
-        "pruners", {**_AGP, "group_type": _group_type}),
+        "pruners", {**_AGP, "group_type": _group_type}, pruner=L1RankedStructure(),
+        check=_agp_order),
     "GroupLassoRegularizer": ClassSpec("regularizers", {"reg_regims": _reg_regims},
-                                       {"threshold_criteria": _text}),
-    "StepLR": ClassSpec("lr_schedulers", {"step_size": _epochs_int}, {"gamma": _gamma}),
-    "MultiStepLR": ClassSpec("lr_schedulers", {"milestones": _milestones}, {"gamma": _gamma}),
-    "ExponentialLR": ClassSpec("lr_schedulers", {"gamma": _gamma}),
+                                       {"threshold_criteria": _text}, regularizer=GroupLasso(),
+                                       rescale=_scaled_strength),
+    "StepLR": ClassSpec("lr_schedulers", {"step_size": _epochs_int}, dict(_GAMMA),
+                        lr_scheduler=lambda a, opt: _LR.StepLR(opt, a["step_size"],
+                                                               a.get("gamma", 0.1)),
+                        rescale=_scaled_epochs("step_size")),
+    "MultiStepLR": ClassSpec("lr_schedulers", {"milestones": _milestones}, dict(_GAMMA),
+                             lr_scheduler=lambda a, opt: _LR.MultiStepLR(
+                                 opt, list(a["milestones"]), a.get("gamma", 0.1)),
+                             rescale=_scaled_milestones),
+    "ExponentialLR": ClassSpec("lr_schedulers", dict(_GAMMA),
+                               lr_scheduler=lambda a, opt: _LR.ExponentialLR(opt, a["gamma"])),
     "CosineAnnealingLR": ClassSpec("lr_schedulers", {"T_max": _epochs_int},
-                                   {"eta_min": _non_negative}),
-    "FilterRemover": ClassSpec("extensions", {}, dict(_THINNER)),
-    "ChannelRemover": ClassSpec("extensions", {}, dict(_THINNER)),
-    "StructureRemover": ClassSpec("extensions", {}, dict(_THINNER)),
+                                   {"eta_min": _non_negative},
+                                   lr_scheduler=lambda a, opt: _LR.CosineAnnealingLR(
+                                       opt, a["T_max"], a.get("eta_min", 0)),
+                                   rescale=_scaled_epochs("T_max")),
+    "FilterRemover": ClassSpec("extensions", {}, dict(_THINNER), removes=("Filters",)),
+    "ChannelRemover": ClassSpec("extensions", {}, dict(_THINNER), removes=("Channels",)),
+    "StructureRemover": ClassSpec("extensions", {}, dict(_THINNER),
+                                  removes=("Filters", "Channels")),
     "PostTrainLinearQuantizer": ClassSpec(
         "quantizers", {}, {"bits_activations": _bits, "bits_parameters": _bits,
                            "bits_accum": lambda p, v: v, "mode": _text, "backend": _text,
-                           "per_channel_wts": lambda p, v: v}),
+                           "per_channel_wts": lambda p, v: v}, quantizes=True),
 }
 
 
@@ -166,6 +236,11 @@ class Instance:
     section: str
     cls: str
     args: dict[str, Any]
+
+    @property
+    def spec(self) -> ClassSpec:
+        """The registry entry of this instance's class (its behaviour)."""
+        return CLASSES[self.cls]
 
     def weights(self) -> tuple[str, ...]:
         """The weight names this instance acts on (empty for schedulers and extensions)."""
@@ -207,12 +282,6 @@ class Recipe:
         """Policies firing at ``epoch``, in declaration order (Distiller's tie-break)."""
         return [p for p in self.policies if p.fires(epoch)]
 
-    def last_epoch(self) -> int:
-        """The last epoch at which a pruner, regularizer or extension acts (+1)."""
-        ends = [max(p.epochs) + 1 if p.epochs is not None else p.ending_epoch
-                for p in self.policies if p.kind != "lr_scheduler"]
-        return max(ends, default=0)
-
 
 def _instance(section: str, name: str, raw: Any) -> Instance:
     path = f"{section}.{name}"
@@ -234,10 +303,8 @@ def _instance(section: str, name: str, raw: Any) -> Instance:
         if key not in args:
             raise UserError(f"{path}.{key}: required by {cls}, missing")
     checked = {key: valid[key](f"{path}.{key}", value) for key, value in args.items()}
-    is_agp = cls.endswith("_AGP") or cls == "AutomatedGradualPruner"
-    if is_agp and checked["final_sparsity"] < checked["initial_sparsity"]:
-        raise UserError(f"{path}.final_sparsity: expected >= initial_sparsity "
-                        f"{checked['initial_sparsity']}, got {checked['final_sparsity']}")
+    if spec.check is not None:
+        spec.check(path, checked)
     return Instance(str(name), section, cls, checked)
 
 
@@ -345,10 +412,9 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
     """Map every policy's epochs from a ``from_epochs`` run onto ``to_epochs`` proportionally.
 
     Rounded to whole epochs; a range keeps at least one epoch and a frequency of at least 1.
-    A regulariser acts on every mini-batch, so its strength is multiplied by
-    ``from_epochs / to_epochs`` to keep the shrinkage it applies over the run comparable
-    (group lasso's Mean_Abs threshold, which Distiller sets to the strength, scales with it);
-    without that SSL's 0.0008 removes nothing in a few epochs.
+    Each class's own arguments rescale as its registry entry says (LR step sizes, T_max and
+    milestones with the epochs; a regulariser's strength by ``from_epochs / to_epochs``, since
+    it acts on every mini-batch: without that SSL's 0.0008 removes nothing in a few epochs).
     """
     if from_epochs < 1 or to_epochs < 1:
         raise UserError(f"--epochs: expected an integer >= 1, got {to_epochs}")
@@ -367,19 +433,7 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
         end = max(start + 1, round(p.ending_epoch * factor))
         policies.append(replace(p, starting_epoch=start, ending_epoch=end,
                                 frequency=max(1, scale(p.frequency))))
-    instances = dict(recipe.instances)
-    for name, inst in recipe.instances.items():
-        if inst.cls == "StepLR":
-            step = max(1, round(inst.args["step_size"] * factor))
-            instances[name] = replace(inst, args={**inst.args, "step_size": step})
-        elif inst.cls == "GroupLassoRegularizer":
-            regims = {w: (strength / factor, group)
-                      for w, (strength, group) in inst.args["reg_regims"].items()}
-            instances[name] = replace(inst, args={**inst.args, "reg_regims": regims})
-        elif inst.cls == "CosineAnnealingLR":
-            t_max = max(1, round(inst.args["T_max"] * factor))
-            instances[name] = replace(inst, args={**inst.args, "T_max": t_max})
-        elif inst.cls == "MultiStepLR":
-            milestones = tuple(max(1, round(m * factor)) for m in inst.args["milestones"])
-            instances[name] = replace(inst, args={**inst.args, "milestones": milestones})
+    instances = {name: inst if inst.spec.rescale is None
+                 else replace(inst, args=inst.spec.rescale(inst.args, factor))
+                 for name, inst in recipe.instances.items()}
     return Recipe(instances, tuple(policies), recipe.source)

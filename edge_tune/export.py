@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from edge_tune.verify import WeightStats
@@ -43,7 +44,5 @@ def weight_stats(model: nn.Module) -> WeightStats:
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """Multiply-accumulates of one forward pass at ``example``'s shape, and parameter count."""
-    import torch_pruning as tp
-
     macs, params = tp.utils.count_ops_and_params(model, example)
     return int(macs), int(params)

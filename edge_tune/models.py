@@ -2,12 +2,15 @@
 
 Layer names match Distiller's ``resnet20_cifar``/``resnet56_cifar`` (``conv1``, ``bn1``,
 ``layerN.M.conv1|bn1|conv2|bn2``, ``layerN.0.downsample.0|1``, ``fc``) so its recipes apply as
-written. Stages are the groups that per-stage pruning parameters address.
+written. :data:`MODELS` maps a config name to a :class:`ModelSpec`: how to build the network
+for a class count, and its stages (the groups that per-stage pruning parameters address).
+Adding a model is one entry plus its ``nn.Module``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,8 +45,6 @@ class BasicBlock(nn.Module):
 class ResNetCifar(nn.Module):
     """CIFAR ResNet (He et al. 2016, section 4.2): 3 stages of 16/32/64 channels."""
 
-    stages = ("layer1", "layer2", "layer3")
-
     def __init__(self, blocks_per_stage: int, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
@@ -74,8 +75,6 @@ class ResNetCifar(nn.Module):
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU layers and a linear head (~25k params): for fast tests."""
 
-    stages: tuple[str, ...] = ()
-
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
@@ -95,19 +94,30 @@ class SmallCNN(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "resnet20_cifar": lambda num_classes: ResNetCifar(3, num_classes),
-    "resnet56_cifar": lambda num_classes: ResNetCifar(9, num_classes),
-    "simple_cnn": SmallCNN,
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its builder (class count -> fresh network) and its stages."""
+
+    build: Callable[[int], nn.Module]
+    # top-level modules per-stage parameters address; convs outside them (the stem) take the
+    # first stage's ratio, since they feed its residual stream
+    stages: tuple[str, ...] = ()
+
+
+_RESNET_STAGES = ("layer1", "layer2", "layer3")
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet20_cifar": ModelSpec(lambda num_classes: ResNetCifar(3, num_classes), _RESNET_STAGES),
+    "resnet56_cifar": ModelSpec(lambda num_classes: ResNetCifar(9, num_classes), _RESNET_STAGES),
+    "simple_cnn": ModelSpec(SmallCNN),
 }
+
+
+def model_spec(name: str) -> ModelSpec:
+    """A registered model by config name (a miss lists the valid names)."""
+    return lookup(MODELS, "model", name)
 
 
 def create_model(name: str, num_classes: int) -> nn.Module:
     """A freshly initialised model by registry name (``model`` in the config)."""
-    return lookup(MODELS, "model", name)(num_classes)
-
-
-def model_stages(model: nn.Module) -> tuple[str, ...]:
-    """Names of the model's stages that per-stage parameters may address (may be empty)."""
-    stages: tuple[str, ...] = getattr(model, "stages", ())
-    return stages
+    return model_spec(name).build(num_classes)

@@ -18,6 +18,8 @@ import contextlib
 import json
 import socket
 
+import openvino as ov
+
 from edge_tune.errors import ArgumentParser, run_cli
 
 NCS = "ncs"  # the custom Ray resource of a node with the edge device
@@ -35,8 +37,6 @@ def device_attached(device: str) -> bool:
     """Whether OpenVINO sees ``device`` here; CPU never marks a node as an edge node."""
     if device.upper() == "CPU":
         return False
-    import openvino as ov
-
     family = device.split(".")[0].split(":")[0]
     return any(d.split(".")[0] == family for d in ov.Core().available_devices)
 

@@ -20,16 +20,16 @@ PENALTY = 10.0  # above any feasible latency ratio (a compression 10x slower is 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Minimum acceptable top-1: absolute (percent) or a maximum drop from the baseline."""
+    """Minimum acceptable top-1 (``tune.threshold``): absolute, or a drop from the baseline."""
 
-    min_top1: float | None = None  # percent, e.g. 98.0
-    max_drop: float | None = 1.0  # percentage points below the baseline's top-1
+    min_top1: float | None = None  # percent, e.g. 98.0; when set, max_drop is ignored
+    max_drop: float = 1.0  # percentage points below the baseline's top-1
 
     def value(self, baseline_top1: float) -> float:
         """The top-1 (percent) a trial must reach."""
         if self.min_top1 is not None:
             return self.min_top1
-        return baseline_top1 - (self.max_drop or 0.0)
+        return baseline_top1 - self.max_drop
 
 
 def objective(top1: float, latency_ms: float, baseline_latency_ms: float,

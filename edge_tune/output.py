@@ -1,4 +1,5 @@
-"""Run directories: created fresh, never reused silently."""
+"""What commands write: run directories (created fresh, never reused silently), progress on
+stderr, and the W&B mode."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from edge_tune.errors import UserError
 
@@ -57,3 +59,39 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(real_stdout, 1)
         os.close(real_stdout)
+
+
+def log_stderr(message: str) -> None:
+    """One progress line on stderr (stdout is kept for results)."""
+    print(f"[edge_tune] {message}", file=sys.stderr, flush=True)
+
+
+def clock(seconds: float) -> str:
+    """``12m05s``."""
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+class Progress:
+    """Counts finished items of a stage and says so on stderr with elapsed time and ETA."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done, self.start = stage, total, 0, time.time()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * max(0, self.total - self.done)
+        log_stderr(f"{self.stage} {self.done}/{self.total} {what} (elapsed {clock(elapsed)}, "
+                   f"ETA {clock(eta)})")
+
+
+def wandb_mode() -> Literal["online", "offline"]:
+    """W&B runs online only with a key from the environment (never from a file we write)."""
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def wandb_environment(wandb: bool) -> None:
+    """W&B's mode in the environment before Ray starts: its workers inherit it."""
+    if wandb:
+        os.environ.setdefault("WANDB_MODE", wandb_mode())
+        os.environ.setdefault("WANDB_SILENT", "true")

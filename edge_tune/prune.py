@@ -1,9 +1,12 @@
-"""Pruners: Distiller's pruner classes as a one-method protocol and a registry by class name.
+"""Pruners and regularisers: what Distiller's classes compute, on weight tensors.
 
-A pruner turns a weight into a 0/1 mask; the recipe runner (:mod:`edge_tune.compress`) decides
-when (policies), re-applies the masks after every optimiser step, and removes all-zero
-structures physically (thinning, torch-pruning). Fine-grained masks leave tensors dense;
-structure masks (whole filters, input channels, fc rows) are what thinning can remove.
+A pruner turns weights into 0/1 masks (the one-method :class:`Pruner` protocol); a regulariser
+adds a penalty to the loss and may mask the groups it drove to zero. Which Distiller class name
+maps to which implementation is :data:`edge_tune.distiller.CLASSES` (one entry per class). The
+recipe runner (:mod:`edge_tune.scheduler`) decides when (policies), re-applies the masks after
+every optimiser step, and removes all-zero structures physically (thinning, torch-pruning).
+Fine-grained masks leave tensors dense; structure masks (whole filters, input channels, fc rows)
+are what thinning can remove.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from edge_tune.errors import lookup
 from edge_tune.recipe import Schedule
 
 Weights = Mapping[str, torch.Tensor]  # weight name (no "module.") -> tensor (detached)
@@ -107,18 +109,43 @@ class L1RankedStructure:
         return out
 
 
-PRUNERS: dict[str, Pruner] = {
-    "SparsityLevelParameterPruner": SparsityLevel(),
-    "MagnitudeParameterPruner": MagnitudeThreshold(),
-    "AutomatedGradualPruner": Magnitude(),
-    "L1RankedStructureParameterPruner": L1RankedStructure(),
-    "L1RankedStructureParameterPruner_AGP": L1RankedStructure(),
-}
+class GroupLasso:
+    """``GroupLassoRegularizer``: strength x the sum of its groups' L2 norms, per weight;
+    with ``threshold_criteria`` (Mean_Abs or Max) groups below the strength are masked after
+    every epoch, as Distiller does."""
+
+    def penalty(self, params: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, (strength, group_type) in args["reg_regims"].items():
+            weight = params[name]
+            dim = group_dim(group_type)
+            flat = weight.transpose(0, dim).reshape(weight.shape[dim], -1)
+            total = total + strength * flat.norm(dim=1).sum()
+        return total
+
+    def masks(self, weights: Weights, args: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        criterion = args.get("threshold_criteria")
+        if criterion is None:
+            return {}
+        out = {}
+        for name, (strength, group_type) in args["reg_regims"].items():
+            weight = weights[name]
+            dim = group_dim(group_type)
+            flat = weight.transpose(0, dim).reshape(weight.shape[dim], -1).abs()
+            score = flat.max(dim=1).values if criterion == "Max" else flat.mean(dim=1)
+            out[name] = structure_mask(weight, torch.nonzero(score < strength).flatten(),
+                                       group_type)
+        return out
 
 
-def get_pruner(cls: str) -> Pruner:
-    """A registered pruner by Distiller class name (a miss lists the valid names)."""
-    return lookup(PRUNERS, "pruner class", cls)
+class Regularizer(Protocol):
+    """A loss penalty while its policy is active, and the masks it leaves after each epoch."""
+
+    def penalty(self, params: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> torch.Tensor:
+        ...
+
+    def masks(self, weights: Weights, args: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        ...
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -126,13 +153,13 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def filter_ratios(model: nn.Module, schedule: Schedule) -> dict[str, float]:
+def filter_ratios(model: nn.Module, stages: tuple[str, ...],
+                  schedule: Schedule) -> dict[str, float]:
     """Per-conv filter ratio: the conv's stage ratio, else ``filter_ratio`` (``*``).
 
     Convs outside any stage (the stem) feed the first stage's residual stream, so they take
     that stage's ratio: a residual group must be cut by one ratio.
     """
-    stages: tuple[str, ...] = getattr(model, "stages", ())
     default = schedule.filter_ratios.get("*", 0.0)
     ratios = {}
     for name in conv_layers(model):

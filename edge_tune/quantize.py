@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import nncf
 import numpy as np
+import openvino as ov
 
 
 def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
@@ -20,9 +22,6 @@ def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
 
     ``calibration`` is (N, C, H, W) float32 training images; each is one calibration sample.
     """
-    import nncf
-    import openvino as ov
-
     logging.getLogger("nncf").setLevel(logging.WARNING)
     model = ov.Core().read_model(str(src))
     samples = [calibration[i:i + 1] for i in range(len(calibration))]

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from edge_tune.errors import ArgumentParser, UserError, run_cli
+from edge_tune.output import wandb_mode
+from edge_tune.verify import node_layers
 
 TOP_LAYERS = 12  # layers shown in the per-layer chart (the baseline's slowest)
 
@@ -66,8 +67,6 @@ def load_study(folder: Path) -> Run:
 
 
 def load_tune(folder: Path) -> Run:
-    from edge_tune.verify import node_layers
-
     summary = json.loads((folder / "summary.json").read_text())
     trials = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
     rows = [{**t["metrics"], "config": t["params"], "id": t["id"]} for t in trials
@@ -297,9 +296,13 @@ def layer_table(run: Run, series: list[str]) -> tuple[list[str], list[list[Any]]
 def _series(run: Run) -> list[str]:
     if run.kind == "tune":
         return [s for s in ("baseline", "best") if s in run.layers]
-    wanted = ["fine-grained 80%", "filters 50%", "int8"]
-    composed = [r["method"] for r in run.rows if r.get("family") == "composed"]
-    return ["baseline", *[s for s in [*wanted, *composed[:1]] if s in run.layers]]
+    # the fastest method of each family the study ran, in the order the families first appear
+    fastest: dict[str, dict[str, Any]] = {}
+    for r in run.rows:
+        family = r.get("family", "")
+        if family not in fastest or r["speedup"] > fastest[family]["speedup"]:
+            fastest[family] = r
+    return ["baseline", *[r["method"] for r in fastest.values() if r["method"] in run.layers]]
 
 
 def findings(run: Run) -> list[str]:
@@ -373,8 +376,7 @@ def log_wandb(run: Run, header: list[str], rows: list[list[Any]], images: dict[s
     """The report's table and images as a W&B run (offline without WANDB_API_KEY)."""
     import wandb
 
-    mode: Literal["online", "offline"] = "online" if os.environ.get("WANDB_API_KEY") \
-        else "offline"
+    mode = wandb_mode()
     folder = run.folder / "wandb"
     folder.mkdir(exist_ok=True)
     session = wandb.init(project=project, name=f"{run.kind}-{run.folder.name}",

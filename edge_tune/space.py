@@ -1,5 +1,9 @@
 """Search spaces: continuous parameters with bounds, read from ``search_spaces/*.yaml``.
 
+The checkout's ``search_spaces/`` folder is installed as the package ``edge_tune.search_spaces``
+(see pyproject.toml) and read through :mod:`importlib.resources`, so named spaces load the same
+from an editable install, a wheel or a zip.
+
     parameters:
       filter_ratio: [0.0, 0.8]      # low, high (floats; BayesOptSearch takes only these)
       int8: [0.0, 1.0]
@@ -13,14 +17,29 @@ bounds must lie inside each parameter's valid range, low < high.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
 
 from edge_tune.config import read_yaml
 from edge_tune.errors import UserError, unknown
 from edge_tune.recipe import PARAMETERS, check_param
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
+
+SPACES_PACKAGE = "edge_tune.search_spaces"
+# The packaged spaces' folder: a pathlib.Path for any install on a file system (editable: the
+# checkout's search_spaces/; wheel: site-packages/edge_tune/search_spaces/).
+SPACES_DIR: Traversable = files(SPACES_PACKAGE)
+
+
+def space_names() -> list[str]:
+    """The names of the packaged search spaces, sorted."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in SPACES_DIR.iterdir()
+                  if entry.name.endswith(".yaml") and entry.is_file())
 
 
 @dataclass(frozen=True)
@@ -33,8 +52,6 @@ class SearchSpace:
 
     def tune_space(self) -> dict[str, Any]:
         """Ray Tune's ``param_space`` (uniform floats)."""
-        from ray import tune
-
         return {name: tune.uniform(low, high) for name, (low, high) in self.bounds.items()}
 
 
@@ -97,11 +114,11 @@ def check_points(space: SearchSpace, points: list[dict[str, Any]], key: str) -> 
 
 def load_space(name_or_path: str) -> SearchSpace:
     """A search space by file path, or by name in the packaged ``search_spaces/`` folder."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = SPACES_DIR / f"{name_or_path}.yaml"
+    given = Path(name_or_path)
+    path = given if given.suffix else SPACES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
         raise UserError(f"tune.search_space: no such file or space {name_or_path!r}; "
-                        f"packaged spaces: {', '.join(names)}")
-    return space_from_dict(read_yaml(path), str(path), "search_space")
+                        f"packaged spaces: {', '.join(space_names())}")
+    with as_file(path) as file:  # the file itself unless the package sits in a zip
+        raw = read_yaml(file)
+    return space_from_dict(raw, str(path), "search_space")

@@ -29,17 +29,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
 import yaml
 
+from edge_tune.actor import BenchCall, model_files
+from edge_tune.baseline import Baseline, prepare_baseline
+from edge_tune.cluster import connect, shutdown, start_actors
 from edge_tune.config import Config, config_to_dict, load_config
+from edge_tune.data import load_data
+from edge_tune.deploy import arrays, deploy, verdict
+from edge_tune.distiller import recipe_from_dict
 from edge_tune.errors import ArgumentParser, run_cli
-from edge_tune.trial import log_stderr
+from edge_tune.models import create_model
+from edge_tune.output import Progress, check_output, log_stderr, new_run_dir, wandb_environment
+from edge_tune.prune import conv_layers, fine_layers
+from edge_tune.report import write_report
+from edge_tune.scheduler import channel_prunable, fit_recipe
+from edge_tune.train import set_threads
+from edge_tune.trial import Context, check_inputs
+from edge_tune.verify import node_layers, table
 
 Recipe = dict[str, Any]
 SPARSITY = 0.8  # fine-grained and AGP: fraction of weights zeroed
 STRUCTURE = 0.5  # filter and channel removal: fraction of filters / input channels
 # group lasso strength: 0.024 over 6 epochs removed layer1 channels of Distiller's SSL recipe
-# (README); the study regularises all 9 block convs, where 0.024 cost 15 points: half of it
+# (docs/measurement.md); the study regularises all 9 block convs, where 0.024 cost 15
+# points: half of it
 SSL_STRENGTH = 0.012
 
 
@@ -151,29 +167,11 @@ METHODS: dict[str, Method] = {
 }
 
 
-@dataclass(frozen=True)
-class StudyContext:
-    """What every compression task needs from the driver (one object in Ray's store)."""
-
-    config: Config
-    base_state: dict[str, Any]
-    base_shapes: dict[str, tuple[int, ...]]
-
-
-def compress_method(name: str, recipe: Recipe, epochs: int, ctx: StudyContext) -> dict[str, Any]:
+def compress_method(name: str, recipe: Recipe, epochs: int, ctx: Context) -> dict[str, Any]:
     """One method on a copy of the baseline, in a Ray worker: recipe, export, verify, accuracy.
 
     Returns figures and the deployed model's bytes (the benchmark side needs no shared disk).
     """
-    from edge_tune.actor import model_files
-    from edge_tune.compress import fit_recipe
-    from edge_tune.data import load_data
-    from edge_tune.distiller import recipe_from_dict
-    from edge_tune.models import create_model
-    from edge_tune.train import set_threads
-    from edge_tune.trial import arrays, deploy, verdict
-    from edge_tune.verify import table
-
     config = ctx.config
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     started = time.time()
@@ -198,29 +196,9 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: StudyContext) -
     return result
 
 
-class Progress:
-    """Stage, method, elapsed and ETA on stderr as tasks finish."""
-
-    def __init__(self, stage: str, total: int) -> None:
-        self.stage, self.total, self.done, self.start = stage, total, 0, time.time()
-
-    def step(self, what: str) -> None:
-        self.done += 1
-        elapsed = time.time() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        log_stderr(f"{self.stage}: {what} ({self.done}/{self.total}), elapsed "
-                   f"{_clock(elapsed)}, ETA {_clock(eta)}")
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
 def run_stage(stage: str, recipes: dict[str, tuple[Recipe, int]], ctx: Any,
               config: Config) -> dict[str, dict[str, Any]]:
     """Compress every method as a Ray task with the trials' resources; results by method."""
-    import ray
-
     task = ray.remote(compress_method).options(num_cpus=config.tune.trial_cpus,
                                                num_gpus=config.tune.trial_gpus)
     pending = {task.remote(name, recipe, epochs, ctx): name
@@ -232,7 +210,7 @@ def run_stage(stage: str, recipes: dict[str, tuple[Recipe, int]], ctx: Any,
         ready, _ = ray.wait(list(pending), num_returns=1)
         result = ray.get(ready[0])
         results[pending.pop(ready[0])] = result
-        progress.step(f"{result['method']} top-1 {result['top1']:.2f}% in "
+        progress.step(f"{result['method']}: top-1 {result['top1']:.2f}% in "
                       f"{result['seconds']:.0f} s")
     return {name: results[name] for name in recipes}  # in the stage's own order
 
@@ -251,39 +229,26 @@ def slug(name: str) -> str:
 
 def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
     """All stages into ``out`` on the connected Ray; returns what study.json holds."""
-    import ray
-    import torch
-
-    from edge_tune.compress import channel_prunable
-    from edge_tune.data import load_data
-    from edge_tune.objective import Threshold
-    from edge_tune.prune import conv_layers, fine_layers
-    from edge_tune.train import set_threads
-    from edge_tune.trial import arrays, prepare_baseline
-    from edge_tune.tune import start_actors
-
     started = time.time()
     set_threads(config.train_threads)
     splits = load_data(config.data)
     base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
-    threshold = Threshold(config.tune.threshold.min_top1,
-                          config.tune.threshold.max_drop).value(base.artifact.top1)
+    threshold = config.tune.threshold.value(base.artifact.top1)
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     layers = Layers([f"{n}.weight" for n in conv_layers(base.model)],
                     [f"{n}.weight" for n in fine_layers(base.model)],
                     channel_prunable(base.model, example))
-    actor = start_actors(base.artifact.deployed, config)[0]
-    ctx = ray.put(StudyContext(config, {k: v.cpu() for k, v in base.model.state_dict().items()},
-                               base.shapes))
+    actor = start_actors(base.artifact.deployed, config.bench)[0]
+    ctx = ray.put(Context.of(config, base, threshold))
     epochs = config.finetune.epochs
     recipes = {name: (m.recipe(layers, epochs), epochs if m.trains else 0)
                for name, m in METHODS.items()}
     results = run_stage("stage 1/3 methods alone", recipes, ctx, config)
 
     log_stderr("stage 2/3: preliminary benchmark session to pick the best of each family")
-    prelim = ray.get(actor.benchmark_set.remote(
+    prelim: BenchCall = ray.get(actor.benchmark_set.remote(
         {n: r["files"] for n, r in results.items()}, per_layer=False))
-    latency = {n: m["summary"]["latency_ms"] for n, m in prelim["models"].items()}
+    latency = {n: m.latency_ms for n, m in prelim.models.items()}
     best = {family: best_of(family, results, latency, threshold)
             for family in ("sparsity", "structure")}
     log_stderr(f"best above {threshold:.2f}% top-1: {best}")
@@ -306,24 +271,21 @@ def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
     study = _write_results(out, base, results, recipes, final, threshold, best, config)
     study["seconds"] = time.time() - started
     (out / "study.json").write_text(json.dumps(study, indent=2))
-    from edge_tune.report import write_report
-
     write_report(out, wandb=wandb, project=config.tune.wandb_project)
     return study
 
 
-def _write_results(out: Path, base: Any, results: dict[str, dict[str, Any]],
-                   recipes: dict[str, tuple[Recipe, int]], final: dict[str, Any],
+def _write_results(out: Path, base: Baseline, results: dict[str, dict[str, Any]],
+                   recipes: dict[str, tuple[Recipe, int]], final: BenchCall,
                    threshold: float, best: dict[str, str | None],
                    config: Config) -> dict[str, Any]:
     """methods/<slug>/ files, layers.csv and the study.json dict."""
-    from edge_tune.verify import node_layers
-
-    base_ms = final["baseline"]["summary"]["latency_ms"]
+    base_ms = final.baseline.latency_ms
     rows = [{"method": "baseline", "family": "baseline", "top1": base.artifact.top1,
-             "top5": base.artifact.top5, **final["baseline"]["summary"], "speedup": 1.0,
-             "macs": base.artifact.macs, "params": base.artifact.params, "reached": True}]
-    per_layer = [("baseline", final["baseline"]["layers"], node_layers(base.artifact.onnx_path))]
+             "top5": base.artifact.top5, **final.baseline.summary(), "speedup": 1.0,
+             "macs": base.artifact.macs, "params": base.artifact.params,
+             "reached": all(c.reached for c in base.artifact.verification)}]
+    per_layer = [("baseline", final.baseline.layers, node_layers(base.artifact.onnx_path))]
     for name, r in results.items():
         folder = out / "methods" / slug(name)
         folder.mkdir(parents=True)
@@ -334,10 +296,10 @@ def _write_results(out: Path, base: Any, results: dict[str, dict[str, Any]],
         (folder / "model.onnx").write_bytes(r["onnx"])
         for file, content in r["files"].items():
             (folder / file).write_bytes(content)
-        measured = final["models"][name]
+        measured = final.models[name]
         family = METHODS[name].family if name in METHODS else "composed"
         rows.append({"method": name, "family": family, "top1": r["top1"], "top5": r["top5"],
-                     **measured["summary"], "speedup": base_ms / measured["summary"]["latency_ms"],
+                     **measured.summary(), "speedup": base_ms / measured.latency_ms,
                      "macs": r["macs"], "params": r["params"], "int8": r["int8"],
                      "reached": r["compression"]["reached"],
                      "smaller_layers": r["compression"]["smaller_layers"],
@@ -346,28 +308,21 @@ def _write_results(out: Path, base: Any, results: dict[str, dict[str, Any]],
                      "thinning_top1": r["thinning_top1"], "verification": r["verification"],
                      "epochs": epochs, "compress_s": r["seconds"],
                      "files": f"methods/{slug(name)}"})
-        per_layer.append((name, measured["layers"], node_layers(folder / "model.onnx")))
+        per_layer.append((name, measured.layers, node_layers(folder / "model.onnx")))
     with (out / "layers.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "layer", "type", "ms"])
         for name, rows_, names in per_layer:
-            for row in rows_:
-                node = row["node"].split("/")[0]
-                writer.writerow([name, names.get(node, row["node"]), row["type"],
-                                 f"{row['ms']:.6f}"])
+            for layer in rows_:
+                node = layer.node.split("/")[0]
+                writer.writerow([name, names.get(node, layer.node), layer.type,
+                                 f"{layer.ms:.6f}"])
     return {"kind": "study", "rows": rows, "threshold_top1": threshold,
-            "best_per_family": best, "bench_call": final["call"],
+            "best_per_family": best, "bench_call": final.call,
             "config": config_to_dict(config)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    from edge_tune.bench import check_device
-    from edge_tune.data import check_data
-    from edge_tune.output import check_output, new_run_dir
-    from edge_tune.tune import connect, ray_shutdown, wandb_environment
-
     parser = ArgumentParser(prog="python -m edge_tune.study", description=(
         "Which compression makes the edge device faster, and where: each method alone, the "
         "best of each family composed, one benchmark session, a report with plots."))
@@ -378,21 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                         "plots to W&B (default: log; offline without WANDB_API_KEY)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    check_data(config.data)
-    check_device(config.bench.device)
+    check_inputs(config)
     check_output(args.output)
-    if config.tune.trial_cpus == 0:
-        from dataclasses import replace
-
-        config = replace(config, tune=replace(config.tune, trial_cpus=float(os.cpu_count() or 1)))
     wandb_environment(not args.no_wandb)
-    connect(None, config)
+    _, config = connect(None, config)
     try:
         out = new_run_dir(args.output, "study")
         (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         study = run_study(config, out, wandb=not args.no_wandb)
     finally:
-        ray_shutdown()
+        shutdown()
     print(f"study: {len(study['rows']) - 1} methods in {study['seconds']:.0f} s; "
           f"report: {out / 'report.md'}")
     return 0

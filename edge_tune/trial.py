@@ -2,211 +2,121 @@
 
 ``python -m edge_tune.trial --config FILE --params JSON`` prints one JSON object (stdout);
 progress goes to stderr. The baseline is measured in the same benchmark session as the
-compressed model, interleaved, so ``speedup`` compares two numbers taken side by side.
+compressed model, interleaved, so ``speedup`` compares two numbers taken side by side. The
+stage functions here (:func:`plan`, :func:`build`, :func:`measure`) are what the tuner's and
+the study's Ray workers chain too.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import Dataset
 
-from edge_tune import bench, prune
-from edge_tune.baseline import baseline_model, check_baseline
+from edge_tune import bench
+from edge_tune.actor import BenchActor, BenchCall, model_files
+from edge_tune.baseline import Baseline, check_baseline, prepare_baseline
 from edge_tune.config import Config, config_to_dict, load_config
-from edge_tune.data import Splits, check_data, load_data, take
+from edge_tune.data import Splits, check_data, load_data
+from edge_tune.deploy import Artifact, Images, arrays, deploy, figures, verdict
+from edge_tune.distiller import Recipe, recipe_from_dict
 from edge_tune.errors import ArgumentParser, UserError, run_cli
-from edge_tune.export import count_macs, export_onnx, weight_stats
-from edge_tune.models import create_model, model_stages
-from edge_tune.output import new_run_dir, stdout_to_stderr
-from edge_tune.quantize import quantize
+from edge_tune.models import model_spec
+from edge_tune.output import log_stderr, new_run_dir, stdout_to_stderr
+from edge_tune.prune import filter_ratios, fine_layers
 from edge_tune.recipe import Schedule, schedule_from_params
-from edge_tune.train import set_threads, topk_accuracy
-from edge_tune.verify import LayerCheck, table, verify
+from edge_tune.scheduler import RecipeRun, fit_recipe, sparsity_report
+from edge_tune.train import set_threads
+from edge_tune.verify import table
 
 Log = Callable[[str], None]
 
 
-def log_stderr(message: str) -> None:
-    print(f"[edge_tune] {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class Context:
+    """What every trial (tune) or method (study) needs from the driver, shipped once through
+    Ray's object store: the config and the baseline it starts from."""
+
+    config: Config
+    base_state: dict[str, torch.Tensor]  # baseline state_dict (CPU tensors)
+    base_shapes: dict[str, tuple[int, ...]]  # weight name -> shape, for verification
+    baseline_top1: float  # percent, as deployed (validation of trials is against it)
+    threshold_top1: float  # percent a trial must reach to be feasible
+    actors: tuple[str, ...] = ()  # benchmark actor names, one per ncs node
+
+    @classmethod
+    def of(cls, config: Config, base: Baseline, threshold_top1: float,
+           actors: tuple[str, ...] = ()) -> Context:
+        return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
+                   actors)
 
 
-def bench_settings(config: Config) -> bench.BenchSettings:
-    """The torch-free benchmark settings from the config's ``bench`` section."""
-    return bench.BenchSettings(**asdict(config.bench))
-
-
-def arrays(dataset: Dataset, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, C, H, W float32) and labels of the first ``count`` items (all if None)."""
-    items = take(dataset, count if count is not None else len(dataset))  # type: ignore[arg-type]
-    xs, ys = zip(*(items[i] for i in range(len(items))), strict=True)
-    return torch.stack(list(xs)).numpy(), np.asarray([int(y) for y in ys])
-
-
-def plan(config: Config, params: dict[str, Any], device_here: bool = True) -> Schedule:
-    """Every cheap check before expensive work: params, data, device, checkpoint.
+def check_inputs(config: Config, device_here: bool = True) -> None:
+    """Cheap checks of data, device and checkpoint, before any expensive work.
 
     ``device_here``: the benchmark device is on this machine (not on a cluster's edge node,
     whose actor checks it when it starts).
     """
-    stages = model_stages(create_model(config.model, 10))
-    schedule = schedule_from_params(params, stages, config.finetune.epochs)
     check_data(config.data)
     if device_here:
         bench.check_device(config.bench.device)
-    check_baseline(config, num_classes=_num_classes_hint(config))
+    check_baseline(config)
+
+
+def plan(config: Config, params: dict[str, Any], device_here: bool = True) -> Schedule:
+    """Every cheap check before expensive work: params against the model, then the inputs."""
+    schedule = schedule_from_params(params, model_spec(config.model).stages,
+                                    config.finetune.epochs)
+    check_inputs(config, device_here)
     return schedule
-
-
-def _num_classes_hint(config: Config) -> int:
-    if config.data.name in ("digits", "cifar10"):
-        return 10
-    root = Path(config.data.root or ".")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    return max(2, sum(1 for p in train_dir.iterdir() if p.is_dir()))
 
 
 def schedule_recipe(schedule: Schedule, model: nn.Module, config: Config) -> dict[str, Any]:
     """The schedule as a Distiller-style recipe for ``model`` (the optimiser interface)."""
-    return schedule.to_recipe(prune.filter_ratios(model, schedule), prune.fine_layers(model),
+    stages = model_spec(config.model).stages
+    return schedule.to_recipe(filter_ratios(model, stages, schedule), fine_layers(model),
                               config.model, config.data.name)
 
 
 def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Config,
-             log: Log = log_stderr) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
-    """Run the schedule's recipe on ``model`` in place; timings (s) and what thinning removed.
+             log: Log = log_stderr) -> RecipeRun:
+    """Run the schedule's recipe on ``model`` in place.
 
     Filters are masked by L1 rank and removed (thinning) at epoch 0, BatchNorm statistics are
     re-estimated for the thinner network, then fine-tuning runs with the masks held.
     """
-    from edge_tune.compress import fit_recipe
-    from edge_tune.distiller import recipe_from_dict
-
     recipe = recipe_from_dict(schedule_recipe(schedule, model, config))
     prunes = schedule.prunes_filters or schedule.fine_sparsity > 0
     epochs = schedule.finetune_epochs if prunes else 0
     if epochs:
         log(f"fine-tuning {epochs} epochs")
-    start = time.perf_counter()
-    run = fit_recipe(model, recipe, splits, config, epochs, log)
-    return {"compress_s": time.perf_counter() - start}, run.thinned
-
-
-def deployed_accuracy(onnx_path: Path, test: tuple[np.ndarray, np.ndarray],
-                      settings: bench.BenchSettings) -> tuple[float, float]:
-    """Top-1/top-5 (percent) of the deployed model as OpenVINO runs it."""
-    logits = bench.infer(onnx_path, test[0], settings)
-    return topk_accuracy(torch.as_tensor(logits), torch.as_tensor(test[1]))
-
-
-@dataclass
-class Artifact:
-    """What the torch side hands to the benchmark side: a deployable model and its facts."""
-
-    onnx_path: Path  # f32 export
-    deployed: Path  # what runs on the device: the ONNX file, or int8 OpenVINO IR (.xml)
-    top1: float
-    top5: float
-    macs: int
-    params: int
-    verification: list[LayerCheck]
-    timings: dict[str, float]
-    thinned: dict[str, dict[str, int]] = field(default_factory=dict)  # extension -> removed
+    return fit_recipe(model, recipe, splits, config, epochs, log)
 
 
 def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, out: Path,
-          baseline_shapes: dict[str, tuple[int, ...]], test: tuple[np.ndarray, np.ndarray],
-          name: str = "model", log: Log = log_stderr) -> Artifact:
+          baseline_shapes: dict[str, tuple[int, ...]], test: Images, name: str = "model",
+          log: Log = log_stderr) -> Artifact:
     """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
-    timings, thinned = compress(model, schedule, splits, config, log)
+    start = time.perf_counter()
+    run = compress(model, schedule, splits, config, log)
     artifact = deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
-                      timings)
-    artifact.thinned = thinned
+                      {"compress_s": time.perf_counter() - start})
+    artifact.thinned = run.thinned
     return artifact
 
 
-def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Path,
-           baseline_shapes: dict[str, tuple[int, ...]], test: tuple[np.ndarray, np.ndarray],
-           name: str = "model", timings: dict[str, Any] | None = None) -> Artifact:
-    """Export ``model`` (int8 when asked), verify it and measure its accuracy as deployed."""
-    timings = dict(timings or {})
-    example = torch.zeros(1, 3, splits.image_size, splits.image_size)
-    macs, n_params = count_macs(model, example)
-    start = time.perf_counter()
-    onnx_path = export_onnx(model.cpu(), example, out / f"{name}.onnx")
-    timings["export_s"] = time.perf_counter() - start
-    deployed = onnx_path
-    if int8:
-        start = time.perf_counter()
-        calibration, _ = arrays(splits.train, config.quantize.calibration_images)
-        deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration)
-        timings["quantize_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    checks = verify(weight_stats(model), baseline_shapes, onnx_path, deployed)
-    top1, top5 = deployed_accuracy(deployed, test, bench_settings(config))
-    timings["verify_eval_s"] = time.perf_counter() - start
-    return Artifact(onnx_path, deployed, top1, top5, macs, n_params, checks, timings)
-
-
-def verdict(checks: list[LayerCheck], removes_structures: bool,
-            zeroes_weights: bool) -> dict[str, Any]:
-    """Did the compression reach the deployed model, and is the model physically smaller?
-
-    ``removes_structures`` / ``zeroes_weights``: whether the compression asked for either, so the
-    notes can say when the deployed model shows none of it.
-    """
-    unreached = [c.layer for c in checks if not c.reached]
-    smaller = [c.layer for c in checks if c.openvino_shape is not None
-               and np.prod(c.openvino_shape) < np.prod(c.baseline_shape)]
-    sparse = [c.layer for c in checks if (c.openvino_sparsity or 0) >= 1.0]
-    notes = []
-    if unreached:
-        notes.append(f"compression did NOT reach the deployed model in {len(unreached)} "
-                     f"layer(s): {', '.join(unreached[:5])}")
-    if removes_structures and not smaller:
-        notes.append("structured pruning removed nothing from the deployed model: no filter "
-                     "or channel was zero everywhere it is used")
-    if smaller:
-        notes.append(f"{len(smaller)} layer(s) physically smaller in the deployed model: "
-                     f"{', '.join(smaller[:5])}{' ...' if len(smaller) > 5 else ''}")
-    if zeroes_weights and sparse and not smaller:
-        notes.append("zeros are present in ONNX and OpenVINO but tensors stay dense: the same "
-                     "dense kernels run, so fine-grained sparsity alone does not cut latency")
-    return {"reached": not unreached, "unreached_layers": unreached,
-            "smaller_layers": len(smaller), "sparse_layers": len(sparse), "notes": notes}
-
-
-@dataclass
-class Baseline:
-    """The trained, uncompressed model, exported and evaluated as deployed."""
-
-    model: nn.Module
-    info: dict[str, Any]  # source, torch accuracy, training seconds, cached or not
-    shapes: dict[str, tuple[int, ...]]  # weight name -> shape, for verification
-    artifact: Artifact
-
-
-def prepare_baseline(config: Config, splits: Splits, test: tuple[np.ndarray, np.ndarray],
-                     out: Path, log: Log = log_stderr) -> Baseline:
-    """Train (or load from cache / checkpoint) the baseline, export it and measure its accuracy."""
-    model, info = baseline_model(config, splits, log)
-    out.mkdir(parents=True, exist_ok=True)
-    shapes = {k: v[0] for k, v in weight_stats(model).items()}
-    log("baseline: export and accuracy as deployed")
-    artifact = build(copy.deepcopy(model), Schedule(), splits, config, out, shapes, test,
-                     name="baseline", log=log)
-    return Baseline(model, info, shapes, artifact)
+def measure(baseline: Artifact, model: Artifact, config: Config) -> BenchCall:
+    """Both models benchmarked here, interleaved, by the same code the actor runs."""
+    actor = BenchActor(model_files(baseline.deployed), config.bench)
+    return actor.benchmark(model_files(model.deployed))
 
 
 def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Path) -> Path:
@@ -221,47 +131,70 @@ def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Pat
     return path
 
 
-def run_trial(config: Config, params: dict[str, Any], out: Path,
-              log: Log = log_stderr) -> dict[str, Any]:
-    """Run one trial end to end in ``out``; the result dict that ``edge_tune.trial`` prints."""
-    schedule = plan(config, params)
-    set_threads(config.train_threads)
-    started = time.perf_counter()
-    log(f"data: {config.data.name}")
-    splits = load_data(config.data)
-    test = arrays(splits.test)
-    base = prepare_baseline(config, splits, test, out, log)
-    log(f"compressing: {json.dumps(schedule.params)}")
-    artifact = build(copy.deepcopy(base.model), schedule, splits, config, out, base.shapes,
-                     test, log=log)
-    write_recipe(schedule, base.model, config, out / "schedule.yaml")
-    log(f"benchmarking on {config.bench.device}: baseline and model interleaved")
-    measured = bench.benchmark_models({"baseline": base.artifact.deployed,
-                                       "model": artifact.deployed}, bench_settings(config))
-    csv_path = bench.write_layers_csv(measured["model"].layers, out / "layers.csv")
-    bench.write_layers_csv(measured["baseline"].layers, out / "baseline_layers.csv")
+def _record(config: Config, base: Baseline, artifact: Artifact, out: Path,
+            compression: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark against the baseline, write the CSVs, result.json and config.yaml."""
+    log_stderr(f"benchmarking on {config.bench.device}: baseline and model interleaved")
+    measured = measure(base.artifact, artifact, config)
+    csv_path = bench.write_layers_csv(measured.models["model"].layers, out / "layers.csv")
+    bench.write_layers_csv(measured.baseline.layers, out / "baseline_layers.csv")
     result = {
-        **_figures(artifact, measured["model"]),
-        "speedup": measured["baseline"].latency_ms / measured["model"].latency_ms,
-        "baseline": {**_figures(base.artifact, measured["baseline"]), **base.info},
-        "compression": verdict(artifact.verification, schedule.prunes_filters,
-                               schedule.fine_sparsity > 0),
-        "verification": table(artifact.verification),
-        "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
-        "int8": schedule.int8, "thinned": artifact.thinned, "timings": artifact.timings,
+        **figures(artifact, measured.models["model"]), "speedup": measured.speedup(),
+        "baseline": {**figures(base.artifact, measured.baseline), **base.info},
+        "compression": compression, "verification": table(artifact.verification),
+        **extra, "thinned": artifact.thinned, "timings": artifact.timings,
         "onnx": str(artifact.onnx_path), "deployed": str(artifact.deployed),
-        "layers_csv": str(csv_path),
-        "recipe": str(out / "schedule.yaml"), "output": str(out),
-        "bench": asdict(bench_settings(config)), "seconds": time.perf_counter() - started,
+        "layers_csv": str(csv_path), "output": str(out), "bench": asdict(config.bench),
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return result
 
 
-def _figures(artifact: Artifact, measured: bench.BenchResult) -> dict[str, Any]:
-    return {"top1": artifact.top1, "top5": artifact.top5, **measured.summary(),
-            "params": artifact.params, "macs": artifact.macs}
+def _start(config: Config, out: Path) -> tuple[Splits, Images, Baseline]:
+    set_threads(config.train_threads)
+    log_stderr(f"data: {config.data.name}")
+    splits = load_data(config.data)
+    test = arrays(splits.test)
+    return splits, test, prepare_baseline(config, splits, test, out)
+
+
+def run_trial(config: Config, params: dict[str, Any], out: Path,
+              log: Log = log_stderr) -> dict[str, Any]:
+    """Run one trial end to end in ``out``; the result dict that ``edge_tune.trial`` prints."""
+    schedule = plan(config, params)
+    started = time.perf_counter()
+    splits, test, base = _start(config, out)
+    log(f"compressing: {json.dumps(schedule.params)}")
+    artifact = build(copy.deepcopy(base.model), schedule, splits, config, out, base.shapes,
+                     test, log=log)
+    write_recipe(schedule, base.model, config, out / "schedule.yaml")
+    compression = verdict(artifact.verification, schedule.prunes_filters,
+                          schedule.fine_sparsity > 0)
+    extra = {"schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
+             "int8": schedule.int8, "recipe": str(out / "schedule.yaml")}
+    result = _record(config, base, artifact, out, compression, extra)
+    result["seconds"] = time.perf_counter() - started
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,
+                     log: Log = log_stderr) -> dict[str, Any]:
+    """A Distiller recipe run for ``epochs`` on the baseline, deployed and benchmarked in
+    ``out``; the result dict that ``edge_tune.compress`` prints."""
+    splits, test, base = _start(config, out)
+    model = copy.deepcopy(base.model)
+    start = time.perf_counter()
+    run = fit_recipe(model, recipe, splits, config, epochs, log, report_top1=True)
+    artifact = deploy(model, run.int8, splits, config, out, base.shapes, test,
+                      timings={"recipe_s": time.perf_counter() - start})
+    artifact.thinned = run.thinned
+    compression = verdict(artifact.verification, removes_structures=any(
+        i.spec.removes for i in recipe.instances.values()), zeroes_weights=bool(run.masks))
+    extra = {"sparsity": sparsity_report(model), "thinning_top1": run.thinning_top1,
+             "epochs": epochs, "int8": run.int8, "recipe": recipe.source}
+    return _record(config, base, artifact, out, compression, extra)
 
 
 def parse_params(text: str) -> dict[str, Any]:

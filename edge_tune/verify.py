@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import openvino as ov
+from onnx import numpy_helper
 
 WeightStats = dict[str, tuple[tuple[int, ...], float]]  # name -> (shape, sparsity 0..1)
 _PASS_THROUGH = {"DequantizeLinear", "QuantizeLinear", "Cast", "Transpose", "Identity",
@@ -41,9 +44,6 @@ def match_name(stored: str, names: list[str]) -> str | None:
 
 def _onnx_layers(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Weights of every Conv/Gemm/MatMul by initializer name, and node name -> that name."""
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
@@ -69,15 +69,8 @@ def node_layers(path: str | Path) -> dict[str, str]:
     return {node: name.removesuffix(".weight") for node, name in _onnx_layers(path)[1].items()}
 
 
-def onnx_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """Weight arrays of every Conv/Gemm/MatMul in an ONNX file, keyed by initializer name."""
-    return _onnx_layers(path)[0]
-
-
 def openvino_weights(path: str | Path) -> dict[str, np.ndarray]:
     """Weight constants of every Convolution/MatMul in the OpenVINO model read from ``path``."""
-    import openvino as ov
-
     model = ov.Core().read_model(str(path))
     weights = {}
     for op in model.get_ordered_ops():

@@ -1,21 +1,63 @@
-"""Shared fixtures: a private cache/HOME per session, tiny configs, exported small models."""
+"""Shared fixtures: tiny configs and the ``python -m`` runner, with a private environment.
+
+Every test session runs with its own HOME and caches under a temporary folder, set before
+collection so that nothing imported while collecting sees the real ones: OpenVINO, NNCF, W&B,
+Ray Tune (~/ray_results) and matplotlib write into $HOME, NNCF compiles its extension into
+TORCH_EXTENSIONS_DIR (once per session, ~30 s), baselines go to EDGE_TUNE_CACHE, and Ray keeps
+its sessions in RAY_TMPDIR. RAY_ADDRESS is removed, and with RAY_TMPDIR private Ray cannot find
+the user's ``ray start`` cluster either, so no test attaches to a cluster the user runs.
+Variables that would point writes back into the user's folders (XDG_*, WANDB_*_DIR,
+MPLCONFIGDIR) are removed, and so is WANDB_API_KEY: W&B stays offline, nothing is uploaded.
+Subprocesses inherit all of it. The folder is removed when the session ends.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+_REMOVED = ["RAY_ADDRESS", "WANDB_API_KEY", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+            "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR", "MPLCONFIGDIR", "XDG_CACHE_HOME",
+            "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"]
+_saved: dict[str, str | None] = {}
+_private_root: list[Path] = []
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Baselines cached per test session, never in the user's ~/.cache."""
-    os.environ["EDGE_TUNE_CACHE"] = str(tmp_path_factory.mktemp("edge_tune_cache"))
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private HOME, caches and Ray temp folder for this session, before collection."""
+    # short and under /tmp: Ray's socket paths (RAY_TMPDIR/ray/session_.../sockets/...) must
+    # stay under the 107 characters a Unix socket path allows
+    root = Path(tempfile.mkdtemp(prefix="et-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    _private_root.append(root)
+    private = {"HOME": root / "home", "EDGE_TUNE_CACHE": root / "edge_tune_cache",
+               "TORCH_EXTENSIONS_DIR": root / "torch_extensions", "RAY_TMPDIR": root}
+    for name in [*private, *_REMOVED]:
+        _saved[name] = os.environ.get(name)
+    for name, folder in private.items():
+        folder.mkdir(exist_ok=True)
+        os.environ[name] = str(folder)
+    for name in _REMOVED:
+        os.environ.pop(name, None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the environment back and remove the private folder."""
+    for name, value in _saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _saved.clear()
+    while _private_root:
+        shutil.rmtree(_private_root.pop(), ignore_errors=True)
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

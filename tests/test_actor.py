@@ -30,8 +30,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_actor_benchmarks_against_its_baseline(models: dict[str, Path]) -> None:
     actor = BenchActor(model_files(models["resnet"]), SETTINGS)
     result = actor.benchmark(model_files(models["small"]))
-    assert result["model"]["latency_ms"] < result["baseline"]["latency_ms"]
-    assert result["layers"] and result["started"] <= result["ended"] and result["call"] == 1
+    model, baseline = result.models["model"], result.baseline
+    assert model.latency_ms < baseline.latency_ms  # 0.2M vs 41M MACs
+    assert result.speedup() == pytest.approx(baseline.latency_ms / model.latency_ms)
+    assert model.latency_ms <= model.latency_p90_ms and model.samples == 200
+    assert {layer.type for layer in baseline.layers} >= {"Convolution"}
+    assert result.started <= result.ended and result.call == 1 and result.node_id is None
     assert actor.info()["calls"] == 1
 
 
@@ -44,18 +48,18 @@ def test_model_files_carry_ir_weights(tmp_path: Path) -> None:
 def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) -> None:
     import ray
 
-    from edge_tune.tune import start_actor
+    from edge_tune.cluster import start_actors
 
-    ray.init(num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
              namespace="edge_tune_test", log_to_driver=False)
     try:
-        actor = start_actor(models["resnet"], config_from_dict(
-            {"bench": {"warmup": 5, "iterations": 200, "rounds": 2, "fps_seconds": 0.1}}))
+        [actor] = start_actors(models["resnet"], config_from_dict(
+            {"bench": {"warmup": 5, "iterations": 200, "rounds": 2, "fps_seconds": 0.1}}).bench)
         info = ray.get(actor.info.remote())
         node = next(n for n in ray.nodes() if n["NodeID"] == info["node_id"])
         assert node["Resources"].get("ncs") == 1
         files = model_files(models["small"])
-        results: list[dict] = []
+        results: list = []
 
         def call() -> None:
             results.append(ray.get(actor.benchmark.remote(files, per_layer=False)))
@@ -65,12 +69,12 @@ def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) 
             thread.start()
         queued = []
         while any(t.is_alive() for t in threads):  # the actor answers while it measures
-            queued.append(ray.get(actor.queue_length.remote()))
+            queued.append(ray.get(actor.load.remote())[0])
             time.sleep(0.05)
         for thread in threads:
             thread.join()
-        assert max(queued) >= 2 and ray.get(actor.queue_length.remote()) == 0
-        spans = sorted((r["started"], r["ended"]) for r in results)
+        assert max(queued) >= 2 and ray.get(actor.load.remote()) == (0, 3)
+        spans = sorted((r.started, r.ended) for r in results)
         assert len(spans) == 3
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, f"benchmarks overlapped: {spans}"
@@ -91,15 +95,15 @@ def test_a_noisy_session_is_repeated_and_the_calmest_kept(models: dict[str, Path
     never_calm = BenchActor(model_files(models["resnet"]),
                             replace(SETTINGS, max_ratio_cv=0.0, max_sessions=2))
     result = never_calm.benchmark(files, per_layer=False)
-    assert result["model"]["sessions"] == 2 and result["model"]["ratio_cv"] > 0
+    assert result.models["model"].sessions == 2 and result.models["model"].ratio_cv > 0
     calm = BenchActor(model_files(models["resnet"]), replace(SETTINGS, max_ratio_cv=1.0))
-    assert calm.benchmark(files, per_layer=False)["model"]["sessions"] == 1
+    assert calm.benchmark(files, per_layer=False).models["model"].sessions == 1
 
 
 def test_a_model_openvino_cannot_read_is_that_calls_error(models: dict[str, Path]) -> None:
     actor = BenchActor(model_files(models["resnet"]), SETTINGS)
     with pytest.raises(RuntimeError):  # OpenVINO's own error, raised to the calling trial
         actor.benchmark({"broken.onnx": b"this is not an ONNX model"}, per_layer=False)
-    assert actor.queue_length() == 0  # nothing left waiting; the device lock is free
+    assert actor.load() == (0, 1)  # nothing left waiting; the device lock is free
     ok = actor.benchmark(model_files(models["small"]), per_layer=False)
-    assert ok["model"]["latency_ms"] > 0
+    assert ok.call == 2 and ok.models["model"].latency_ms < ok.baseline.latency_ms

@@ -86,7 +86,9 @@ from edge_tune.bench import BenchSettings
 a = actor.BenchActor(actor.model_files({str(model)!r}),
                      BenchSettings(warmup=2, iterations=20, rounds=1, fps_seconds=0.05))
 r = a.benchmark(actor.model_files({str(model)!r}))
-assert r["model"]["latency_ms"] > 0 and r["layers"]
+m = r.models["model"]
+assert m.latency_ms == r.baseline.latency_ms or abs(r.speedup() - 1) < 0.5  # the same model
+assert m.layers and m.samples == 20
 print("ok", sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -211,5 +213,17 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "bench.device: 'MYRIAD' is not available on ncs node" in lines[0]
         assert time.perf_counter() - start < 60 and not (tmp_path / "b").exists()
+        # a trial request no node can hold: named, with the largest node, in seconds
+        (tmp_path / "g.yaml").write_text(yaml.safe_dump({"tune": {"trial_gpus": 1}}))
+        start = time.perf_counter()
+        result = run_module("edge_tune.tune", "--address", cluster.address, "--config",
+                            str(tmp_path / "g.yaml"), "--output", str(tmp_path / "c"),
+                            "--no-wandb", timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(
+            "tune.trial_gpus: a trial asks for 1 CPUs and 1 GPUs; no node has that (the largest "
+            "has 1 CPUs, 0 GPUs)"), result.stderr
+        assert time.perf_counter() - start < 30 and not (tmp_path / "c").exists()
     finally:
         cluster.shutdown()

@@ -10,9 +10,9 @@ import torch
 import yaml
 from torch.utils.data import TensorDataset
 
-from edge_tune.compress import RecipeRun, _prune, run_recipe, thin
 from edge_tune.distiller import agp_sparsity, recipe_from_dict
 from edge_tune.models import create_model
+from edge_tune.scheduler import RecipeRun, _prune, run_recipe, thin
 from tests.conftest import run_module
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_tune.config import DataConfig
-from edge_tune.data import load_data
+from edge_tune.data import DataConfig, load_data
 from edge_tune.errors import UserError
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from edge_tune.errors import UserError
-from edge_tune.models import MODELS, create_model, model_stages
+from edge_tune.models import MODELS, create_model, model_spec
 
 
 def test_resnet20_has_distiller_names_and_size() -> None:
@@ -15,7 +15,9 @@ def test_resnet20_has_distiller_names_and_size() -> None:
     assert "layer1.0.downsample.0.weight" not in names  # same shape: identity shortcut
     params = sum(p.numel() for p in model.parameters())
     assert 270_000 < params < 275_000  # Distiller's table: 270,896 weights incl. BN + fc
-    assert model_stages(model) == ("layer1", "layer2", "layer3")
+    stages = model_spec("resnet20_cifar").stages
+    assert stages == ("layer1", "layer2", "layer3")
+    assert all(isinstance(getattr(model, s), torch.nn.Sequential) for s in stages)
 
 
 def test_resnet56_has_nine_blocks_per_stage() -> None:

@@ -1,4 +1,5 @@
-"""Contract over every registered pruner class, plus the layer choices the tuner's recipes use."""
+"""Contract over every registered Distiller pruner class, plus the layer choices the tuner's
+recipes use."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import torch
 from torch import nn
 
 from edge_tune import prune
-from edge_tune.compress import RecipeRun, apply_recipe
 from edge_tune.distiller import CLASSES, recipe_from_dict
-from edge_tune.errors import UserError
-from edge_tune.models import create_model
+from edge_tune.models import MODELS, create_model
+from edge_tune.scheduler import RecipeRun, apply_recipe
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 TARGET = "layer3.1.conv1.weight"  # not tied by a residual add: one layer, one ratio
@@ -36,19 +36,23 @@ def _no_ties(names: tuple[str, ...]) -> list[list[str]]:
     return [[n] for n in names]
 
 
-def test_every_distiller_pruner_class_is_registered() -> None:
-    assert set(prune.PRUNERS) == {c for c, s in CLASSES.items() if s.section == "pruners"}
-    assert set(CASES) == set(prune.PRUNERS)  # a new pruner needs a case below
+PRUNERS = {name: spec.pruner for name, spec in CLASSES.items() if spec.pruner is not None}
+STAGES = MODELS["resnet20_cifar"].stages
 
 
-@pytest.mark.parametrize("cls", sorted(prune.PRUNERS))
+def test_every_pruner_class_has_a_pruner_and_a_case() -> None:
+    assert set(PRUNERS) == {c for c, s in CLASSES.items() if s.section == "pruners"}
+    assert set(CASES) == set(PRUNERS)  # a new pruner needs a case below
+
+
+@pytest.mark.parametrize("cls", sorted(PRUNERS))
 def test_pruner_contract(cls: str) -> None:
     """Every pruner: 0/1 masks of the weight's shape for the named weight only, at the level."""
     torch.manual_seed(0)
     model = create_model("resnet20_cifar", 10).eval()
     weights = _weights(model)
     args, level, expected = CASES[cls]
-    masks = prune.get_pruner(cls).masks(weights, args, level, _no_ties)
+    masks = PRUNERS[cls].masks(weights, args, level, _no_ties)
     assert set(masks) == {TARGET}
     mask = masks[TARGET]
     assert mask.shape == weights[TARGET].shape
@@ -58,20 +62,15 @@ def test_pruner_contract(cls: str) -> None:
     dropped = weights[TARGET].abs()[mask == 0]
     if dropped.numel() and "Structure" not in cls:  # the smallest magnitudes go first
         assert float(dropped.max()) <= float(kept.min())
-    again = prune.get_pruner(cls).masks(weights, args, level, _no_ties)
+    again = PRUNERS[cls].masks(weights, args, level, _no_ties)
     assert torch.equal(again[TARGET], mask)
 
 
 def test_magnitude_threshold_zeroes_what_is_below_it() -> None:
     weights = _weights(create_model("resnet20_cifar", 10))
-    masks = prune.get_pruner("MagnitudeParameterPruner").masks(
+    masks = PRUNERS["MagnitudeParameterPruner"].masks(
         weights, {"thresholds": {TARGET: 0.05}}, 0.0, _no_ties)
     assert torch.equal(masks[TARGET], (weights[TARGET].abs() > 0.05).float())
-
-
-def test_unknown_pruner_lists_names() -> None:
-    with pytest.raises(UserError, match="did you mean 'AutomatedGradualPruner'"):
-        prune.get_pruner("AutomatedGradualPrunner")
 
 
 def _tuner_recipe(model: nn.Module, ratios: dict[str, float]) -> dict[str, Any]:
@@ -87,8 +86,8 @@ def test_filter_pruning_and_thinning_keep_residual_groups_consistent() -> None:
     from edge_tune.recipe import schedule_from_params
 
     model = create_model("resnet20_cifar", 10).eval()
-    schedule = schedule_from_params({"filter_ratio": 0.5}, model.stages, 0)
-    ratios = prune.filter_ratios(model, schedule)
+    schedule = schedule_from_params({"filter_ratio": 0.5}, STAGES, 0)
+    ratios = prune.filter_ratios(model, STAGES, schedule)
     assert set(ratios.values()) == {0.5} and "conv1" in ratios
     run: RecipeRun = apply_recipe(model, _tuner_recipe(model, ratios), EXAMPLE)
     shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
@@ -107,8 +106,8 @@ def test_stage_ratios_and_fine_layers() -> None:
 
     model = create_model("resnet20_cifar", 10)
     schedule = schedule_from_params({"filter_ratio_layer1": 0.5, "filter_ratio_layer3": 0.75},
-                                    model.stages, 0)
-    ratios = prune.filter_ratios(model, schedule)
+                                    STAGES, 0)
+    ratios = prune.filter_ratios(model, STAGES, schedule)
     assert ratios["conv1"] == ratios["layer1.2.conv2"] == 0.5
     assert ratios["layer2.0.downsample.0"] == 0.0 and ratios["layer3.0.conv1"] == 0.75
     layers = prune.fine_layers(model)

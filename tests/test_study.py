@@ -55,9 +55,10 @@ def test_study_rows_verification_and_layers(study_dir: Path) -> None:
     study = json.loads((study_dir / "study.json").read_text())
     rows = {r["method"]: r for r in study["rows"]}
     assert set(METHODS) <= set(rows) and rows["baseline"]["speedup"] == 1.0
-    for r in rows.values():
-        for key in ["method", "top1", "latency_ms", "speedup", "macs", "params"]:
-            assert key in r
+    base_ms = rows["baseline"]["latency_ms"]
+    for r in rows.values():  # one session: every speed-up is the ratio of its own two medians
+        assert r["speedup"] == pytest.approx(base_ms / r["latency_ms"]), r["method"]
+        assert r["latency_ms"] <= r["latency_p90_ms"] and r["params"] <= rows["baseline"]["params"]
         assert r["reached"], r["method"]
     fine = rows["fine-grained 80%"]
     assert fine["macs"] == rows["baseline"]["macs"] and fine["sparse_layers"] >= 2
@@ -92,6 +93,24 @@ def test_study_report_pngs_and_wandb(study_dir: Path) -> None:
     logged = history(runs[0])
     assert logged["methods/_type"] == "table-file" and logged["methods/nrows"] >= 9
     assert {logged[f"{k}/_type"] for k in ["pareto", "layers", "speedup"]} == {"image-file"}
+
+
+def test_report_command_rewrites_a_study_report(study_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("*.png", "report.md",
+                                                                   "wandb"))
+    result = run_module("edge_tune.report", str(copy), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(copy / "report.md")
+    report = (copy / "report.md").read_text()
+    study = json.loads((copy / "study.json").read_text())
+    for row in study["rows"][1:]:  # every method is in the table with its speed-up
+        assert f"| {row['method']} |" in report
+    for name in ["pareto", "layers", "speedup"]:
+        assert (copy / f"{name}.png").read_bytes()[:8] == PNG
+    assert not (copy / "wandb").exists()  # no --wandb: nothing logged
 
 
 def test_report_on_a_missing_or_foreign_directory(tmp_path: Path) -> None:

@@ -57,10 +57,10 @@ def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
                         "--params", json.dumps(params), "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     r = json.loads(result.stdout)
-    for key in ["top1", "top5", "latency_ms", "latency_p90_ms", "fps", "params", "macs",
-                "baseline", "speedup", "verification", "onnx", "layers_csv"]:
-        assert key in r
-    assert r["baseline"]["top1"] > 50 and 0 <= r["top1"] <= 100 and r["top5"] >= r["top1"]
+    assert r["latency_ms"] <= r["latency_p90_ms"] and r["samples"] == 30 and r["fps"] >= 0
+    # 50% filters + 50% zeros + int8 after 1 epoch: above chance (10%), below the baseline + 5
+    assert r["baseline"]["top1"] > 50 and 10 < r["top1"] <= r["baseline"]["top1"] + 5
+    assert r["top5"] >= r["top1"] and Path(r["onnx"]).is_file()
     assert r["macs"] < 0.5 * r["baseline"]["macs"] and r["params"] < r["baseline"]["params"]
     assert r["speedup"] == pytest.approx(r["baseline"]["latency_ms"] / r["latency_ms"])
     assert r["compression"]["reached"] and r["int8"] and r["deployed"].endswith("model_int8.xml")

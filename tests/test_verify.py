@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge_tune.compress import apply_recipe
 from edge_tune.export import export_onnx, weight_stats
 from edge_tune.models import create_model
 from edge_tune.quantize import quantize
+from edge_tune.scheduler import apply_recipe
 from edge_tune.verify import match_name, verify
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)

@@ -1,0 +1,166 @@
+"""Ray plumbing shared by the tuner and the study: join or start Ray, check the cluster, place
+the benchmark actors and pick one per trial.
+
+A local run starts its own Ray (``address="local"``: never a cluster that happens to run on
+this machine) and gives this node the ``ncs`` resource. A cluster run joins ``--address``,
+which must answer within seconds and have at least one ``ncs`` node whose device exists. Trial
+resources are resolved against the nodes that can run trials, not against the driver.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from edge_tune import bench
+from edge_tune.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
+from edge_tune.config import Config
+from edge_tune.errors import UserError, first_line
+from edge_tune.node import NCS
+
+ADDRESS_TIMEOUT_S = 5.0  # an unreachable --address fails this fast
+
+
+def check_address(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that answers within seconds; ``auto`` is Ray's."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got "
+                        f"{address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise UserError(f"--address: cannot reach {hostport} within {ADDRESS_TIMEOUT_S:g} s "
+                        f"({err.strerror or type(err).__name__}); is the head node up?") from None
+
+
+def connect(address: str | None, config: Config) -> tuple[Any, Config]:
+    """Start a local Ray (this node gets ``ncs``) or join a cluster that has an ``ncs`` node.
+
+    Returns Ray's context and the config with trial resources resolved against the cluster;
+    every check failure shuts Ray down again and is a one-line UserError.
+    """
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False,
+                              "configure_logging": True, "logging_level": "ERROR"}
+    if address is None:
+        context = ray.init(address="local", resources={NCS: 1}, include_dashboard=True,
+                           dashboard_host="127.0.0.1", **kwargs)
+    else:
+        check_address(address)
+        try:
+            context = ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"--address: cannot join Ray cluster {address!r}: "
+                            f"{first_line(err)}") from None
+    try:
+        if not ncs_nodes():
+            raise UserError(f"--address: the Ray cluster at {address!r} has no node with the "
+                            f"'{NCS}' resource (start the edge node with "
+                            f"--resources='{{\"{NCS}\": 1}}')")
+        config = resolve_resources(config)
+        if address is not None:
+            check_edge_devices(config.bench.device)
+    except UserError:
+        ray.shutdown()
+        raise
+    return context, config
+
+
+def _alive() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def ncs_nodes() -> list[str]:
+    """Ids of the alive nodes that advertise the ``ncs`` resource, in Ray's order."""
+    return [n["NodeID"] for n in _alive() if n.get("Resources", {}).get(NCS, 0) >= 1]
+
+
+def resolve_resources(config: Config) -> Config:
+    """``tune.trial_cpus: 0`` becomes the largest trial node's CPUs / ``max_concurrent``; a
+    request that no node can hold (CPUs, GPUs) is a UserError naming it and the largest node."""
+    nodes = [n.get("Resources", {}) for n in _alive()]
+    most_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
+    most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+    tune = config.tune
+    cpus = tune.trial_cpus or float(max(1, int(most_cpus) // tune.max_concurrent))
+    fits = any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= tune.trial_gpus
+               for r in nodes)
+    if not fits:
+        key = "tune.trial_gpus" if tune.trial_gpus > most_gpus else "tune.trial_cpus"
+        raise UserError(f"{key}: a trial asks for {cpus:g} CPUs and {tune.trial_gpus:g} GPUs; "
+                        f"no node has that (the largest has {most_cpus:g} CPUs, "
+                        f"{most_gpus:g} GPUs)")
+    return replace(config, tune=replace(tune, trial_cpus=cpus))
+
+
+def _device_problem(device: str) -> str | None:
+    try:
+        bench.check_device(device)
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def check_edge_devices(device: str) -> None:
+    """Ask every ``ncs`` node whether it has ``device`` (a 0-CPU task pinned to each)."""
+    probe = ray.remote(_device_problem)
+    nodes = ncs_nodes()
+    answers = ray.get([probe.options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        .remote(device) for node in nodes])
+    for node, problem in zip(nodes, answers, strict=True):
+        if problem:
+            raise UserError(problem.replace(" here;", f" on {NCS} node {node[:8]};"))
+
+
+def actor_name(index: int) -> str:
+    """``edge_tune_bench`` for the first ``ncs`` node, ``edge_tune_bench_1``... after it."""
+    return ACTOR_NAME if index == 0 else f"{ACTOR_NAME}_{index}"
+
+
+def start_actors(baseline_model: Path, settings: bench.BenchSettings,
+                 pinned: list[Any] | None = None) -> list[Any]:
+    """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
+
+    Threaded (``max_concurrency``) so its load and info answer during a measurement; the
+    actor's own lock serialises the device. 0 CPUs: trials keep the node's cores. A dead actor
+    process restarts (3 times) and the call in flight is retried once. ``pinned`` keeps the
+    constructor's arguments alive for the restarts.
+    """
+    files = ray.put(model_files(baseline_model))
+    if pinned is not None:
+        pinned.append(files)
+    actors: list[Any] = []
+    for index, node in enumerate(ncs_nodes()):
+        remote = ray.remote(BenchActor).options(
+            name=actor_name(index), namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            max_concurrency=16, max_restarts=3, max_task_retries=1)
+        actors.append(remote.remote(files, settings))
+    ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
+    return actors
+
+
+def pick_actor(names: tuple[str, ...]) -> Any:
+    """The least loaded benchmark actor (shortest queue, then fewest calls served): trials
+    spread over the ncs nodes, and each speed-up compares against the baseline measured on
+    that same device."""
+    actors: list[Any] = [ray.get_actor(name, namespace=NAMESPACE) for name in names]
+    if len(actors) == 1:
+        return actors[0]
+    loads = ray.get([a.load.remote() for a in actors])
+    return actors[min(range(len(actors)), key=lambda i: loads[i])]
+
+
+def shutdown() -> None:
+    """Leave (or stop, when this process started it) the Ray this process connected to."""
+    ray.shutdown()

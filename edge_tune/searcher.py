@@ -1,0 +1,87 @@
+"""Searchers by name (``tune.searcher``): a dict registry of builders of Ray Tune searchers.
+
+A builder takes the ``tune`` config section and the search space and returns a Ray Tune
+:class:`~ray.tune.search.Searcher` that minimises ``objective``; :func:`create_searcher` limits
+it to ``tune.max_concurrent`` trials at once. Adding a searcher is one entry in
+:data:`SEARCHERS` plus its builder.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.bayesopt import BayesOptSearch
+
+from edge_tune.config import TuneConfig
+from edge_tune.errors import lookup
+from edge_tune.space import SearchSpace
+
+METRIC, MODE = "objective", "min"
+SearcherBuilder = Callable[[TuneConfig, SearchSpace], Searcher]
+
+
+def _points(tune: TuneConfig, space: SearchSpace) -> list[dict[str, float]]:
+    """Hand-made starting points: the config's replace the space's own."""
+    return tune.points_to_evaluate or space.points
+
+
+def bayesopt(tune: TuneConfig, space: SearchSpace) -> Searcher:
+    """Ray Tune's BayesOptSearch: a Gaussian process with expected improvement."""
+    # patience = the whole budget: with trials in flight it re-suggests points already
+    # running and would stop early at its default of 5 repeats
+    return BayesOptSearch(metric=METRIC, mode=MODE, random_state=tune.seed,
+                          random_search_steps=tune.random_steps,
+                          points_to_evaluate=_points(tune, space) or None,
+                          patience=tune.num_samples)
+
+
+class RandomSearch(Searcher):
+    """Uniform random points in the space's bounds (seeded), after the starting points."""
+
+    def __init__(self, bounds: dict[str, tuple[float, float]], points: list[dict[str, float]],
+                 seed: int) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self.bounds = bounds
+        self.pending = list(points)
+        self.rng = np.random.default_rng(seed)
+
+    def suggest(self, trial_id: str) -> dict[str, float] | None:
+        if self.pending:
+            return self.pending.pop(0)
+        return {k: float(self.rng.uniform(low, high)) for k, (low, high) in self.bounds.items()}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        """Random search learns nothing from results."""
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+    def restore(self, checkpoint_path: str) -> None:
+        # our own file, written by save() into the run directory
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))  # noqa: S301
+
+
+def random_search(tune: TuneConfig, space: SearchSpace) -> Searcher:
+    return RandomSearch(space.bounds, _points(tune, space), tune.seed)
+
+
+SEARCHERS: dict[str, SearcherBuilder] = {
+    "bayesopt": bayesopt,
+    "random": random_search,
+}
+
+
+def check_searcher(tune: TuneConfig) -> SearcherBuilder:
+    """The configured searcher's builder (a miss names ``tune.searcher`` and the valid names)."""
+    return lookup(SEARCHERS, "tune.searcher", tune.searcher)
+
+
+def create_searcher(tune: TuneConfig, space: SearchSpace) -> Searcher:
+    """The configured searcher, at most ``tune.max_concurrent`` trials at once."""
+    return ConcurrencyLimiter(check_searcher(tune)(tune, space), tune.max_concurrent)

@@ -1,0 +1,1 @@
+"""Example configs and Distiller recipes, installed as ``edge_tune.examples``."""

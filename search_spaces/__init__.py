@@ -1,0 +1,1 @@
+"""Packaged search spaces (``<name>.yaml``), installed as ``edge_tune.search_spaces``."""
