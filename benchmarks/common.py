@@ -51,7 +51,7 @@ def resnet20_pair(folder: Path) -> dict[str, Path]:
 
     from edge_tune import prune
     from edge_tune.export import export_onnx
-    from edge_tune.models import create_model, model_spec
+    from edge_tune.models import create_model, model_stages
     from edge_tune.recipe import schedule_from_params
     from edge_tune.scheduler import apply_recipe
 
@@ -59,7 +59,7 @@ def resnet20_pair(folder: Path) -> dict[str, Path]:
     example = torch.zeros(1, 3, 32, 32)
     dense = create_model("resnet20_cifar", 10).eval()
     pruned = create_model("resnet20_cifar", 10).eval()
-    stages = model_spec("resnet20_cifar").stages
+    stages = model_stages("resnet20_cifar")
     schedule = schedule_from_params({"filter_ratio": 0.5}, stages, 0)
     apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, stages, schedule), [],
                                             "resnet20_cifar", "digits"), example)

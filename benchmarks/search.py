@@ -48,7 +48,7 @@ def build_table(config: Any, epochs: list[int], folder: Path) -> dict[str, Any]:
     from edge_tune.baseline import prepare_baseline
     from edge_tune.data import load_data
     from edge_tune.deploy import arrays
-    from edge_tune.models import model_spec
+    from edge_tune.models import model_stages
     from edge_tune.recipe import schedule_from_params
     from edge_tune.train import set_threads
     from edge_tune.trial import build
@@ -63,7 +63,7 @@ def build_table(config: Any, epochs: list[int], folder: Path) -> dict[str, Any]:
     start = time.time()
     for i, (ratio, int8, epoch) in enumerate(grid):
         params = {"filter_ratio": ratio, "int8": int8, "finetune_epochs": epoch}
-        schedule = schedule_from_params(params, model_spec(config.model).stages, epoch)
+        schedule = schedule_from_params(params, model_stages(config.model), epoch)
         (folder / f"p{i}").mkdir(parents=True)
         art = build(copy.deepcopy(base.model), schedule, splits, config, folder / f"p{i}",
                     base.shapes, test, log=lambda _: None)

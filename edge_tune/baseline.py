@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -38,45 +39,105 @@ def cache_dir(config: Config) -> Path:
 
 
 def cache_key(config: Config) -> str:
-    """``{model}-{data}-s{seed}-e{epochs}-{digest}``; the digest covers data and optimiser."""
+    """``{model}-{data}-s{seed}-e{epochs}-{digest}``; the digest covers the model's full name,
+    the data and the optimiser. A model named by path or module (``dir/net.py:build``) is
+    shortened to a file-name-safe ``net_py_build``."""
     b = config.baseline
     data = {k: v for k, v in asdict(config.data).items() if k != "root"}  # moved data: same
-    settings = {"data": data, "lr": b.lr, "wd": b.weight_decay}
+    settings = {"data": data, "lr": b.lr, "wd": b.weight_decay, "model": config.model}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config.model}-{config.data.name}-s{b.seed}-e{b.epochs}-{digest}"
+    model = re.sub(r"[^A-Za-z0-9_]+", "_", config.model.rsplit("/", 1)[-1]).strip("_")
+    return f"{model}-{config.data.name}-s{b.seed}-e{b.epochs}-{digest}"
+
+
+class ThinningRecipe(NamedTuple):
+    """Distiller's ``distiller.thinning.ThinningRecipe`` (module attrs, parameter slices), read
+    back as data: what a checkpoint of a thinned model records."""
+
+    modules: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+# What Distiller's checkpoints pickle besides tensors and plain containers: the optimizer's
+# class (optimizer_type) and thinning recipes. Nothing else is ever unpickled.
+_ALLOWED: list[Any] = [
+    *(cls for cls in vars(torch.optim).values()
+      if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)),
+    (ThinningRecipe, "distiller.thinning.ThinningRecipe"),
+]
+
+
+def _read(file: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(_ALLOWED):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise UserError(f"baseline.checkpoint: {str(file)!r} is not a readable torch "
+                        f"state_dict ({first_line(err)[:160]})") from None
+
+
+def weight_name(name: str) -> str:
+    """A parameter name without Distiller's DataParallel wrapping: ``module.`` in front, or
+    inside (``features.module.3.weight``: only AlexNet's and VGG's features were wrapped)."""
+    return name.removeprefix("module.").replace(".module.", ".")
+
+
+def _fit_thinned(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give convs, BatchNorms and linears the (smaller) shapes a thinned checkpoint holds."""
+    for name, module in model.named_modules():
+        weight = state.get(f"{name}.weight")
+        if weight is None or weight.shape == getattr(module, "weight", weight).shape:
+            continue
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            module.out_channels, module.in_channels = int(weight.shape[0]), int(weight.shape[1])
+        elif isinstance(module, nn.BatchNorm2d):
+            module.num_features = int(weight.shape[0])
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = int(weight.shape[0]), int(weight.shape[1])
+        else:
+            continue
+        for key, value in module.state_dict().items():
+            full = state.get(f"{name}.{key}")
+            if full is not None and full.shape != value.shape:
+                target = module._parameters if key in module._parameters else module._buffers
+                target[key] = (nn.Parameter(torch.empty_like(full)) if key in module._parameters
+                               else torch.empty_like(full))
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> None:
-    """Load a state_dict (or Distiller's ``{"state_dict": ...}`` with ``module.`` prefixes).
+    """Load a state_dict, or a checkpoint as Distiller saved it (``state_dict`` with
+    ``module.`` prefixes, ``arch``, ``epoch``, ``optimizer_type``, ``thinning_recipes``...).
 
-    Only tensors are unpickled (``weights_only=True``); a file that is not such a checkpoint,
-    or that does not fit the model, is a UserError naming ``baseline.checkpoint``.
+    Read with ``weights_only=True`` and an explicit allow-list (optimizer classes, thinning
+    recipes); a thinned model's smaller layers are given their checkpoint shapes. A file that
+    is not such a checkpoint, or that does not fit the model, is a UserError naming
+    ``baseline.checkpoint`` and the first missing or unexpected keys.
     """
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserError(f"baseline.checkpoint: no such file {str(file)!r}")
-    try:
-        state: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        reason = first_line(err)
-        raise UserError(f"baseline.checkpoint: {str(file)!r} is not a readable torch "
-                        f"state_dict ({reason[:120]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"baseline.checkpoint: {str(file)!r} holds a {type(state).__name__}, "
-                        "expected a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    raw = _read(file)
+    state: Any = raw.get("state_dict") if isinstance(raw, dict) and "state_dict" in raw else raw
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise UserError(f"baseline.checkpoint: {str(file)!r} holds a {type(state).__name__} "
+                        "that is not a state_dict of tensors")
+    state = {weight_name(k): v for k, v in state.items()}
+    if isinstance(raw, dict) and raw.get("thinning_recipes"):
+        _fit_thinned(model, state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)
+    wrong = sorted(k for k in set(own) & set(state) if state[k].shape != own[k].shape)
     if missing or unexpected or wrong:
-        detail = (f"missing {missing[:3]}" if missing else
-                  f"unexpected {unexpected[:3]}" if unexpected else f"shape mismatch {wrong[:3]}")
-        raise UserError(f"baseline.checkpoint: {str(file)!r} does not fit model "
-                        f"{type(model).__name__} ({detail})")
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"other shape: {', '.join(wrong[:3])}" if wrong else "") if part)
+        arch = f" (saved for arch {raw['arch']!r})" if isinstance(raw, dict) and "arch" in raw \
+            else ""
+        raise UserError(f"baseline.checkpoint: {str(file)!r}{arch} does not fit model "
+                        f"{type(model).__name__}: {detail}")
     model.load_state_dict(state)
 
 

@@ -128,17 +128,17 @@ def actor_name(index: int) -> str:
 
 
 def start_actors(baseline_model: Path, settings: bench.BenchSettings,
-                 pinned: list[Any] | None = None) -> list[Any]:
+                 pinned: list[Any]) -> list[Any]:
     """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
 
     Threaded (``max_concurrency``) so its load and info answer during a measurement; the
     actor's own lock serialises the device. 0 CPUs: trials keep the node's cores. A dead actor
-    process restarts (3 times) and the call in flight is retried once. ``pinned`` keeps the
-    constructor's arguments alive for the restarts.
+    process restarts (3 times) and the call in flight is retried once. The caller holds
+    ``pinned`` as long as the actors: it keeps the constructor's arguments alive, which a
+    restart needs (without them: "object has already been deleted").
     """
     files = ray.put(model_files(baseline_model))
-    if pinned is not None:
-        pinned.append(files)
+    pinned.append(files)
     actors: list[Any] = []
     for index, node in enumerate(ncs_nodes()):
         remote = ray.remote(BenchActor).options(

@@ -22,7 +22,7 @@ import yaml
 from edge_tune.bench import BenchSettings
 from edge_tune.data import DATASETS, DataConfig
 from edge_tune.errors import UserError, unknown
-from edge_tune.models import MODELS
+from edge_tune.models import model_spec
 from edge_tune.objective import Threshold
 from edge_tune.recipe import check_param
 
@@ -104,7 +104,8 @@ def _check_float(path: str, value: Any, low: float, high: float, high_open: bool
 
 # integer keys and their minimum
 _INTS: dict[str, int] = {
-    "data.image_size": 8, "data.batch_size": 1, "baseline.epochs": 0, "finetune.epochs": 0,
+    "data.image_size": 8, "data.batch_size": 1, "data.train_subset": 0, "baseline.epochs": 0,
+    "finetune.epochs": 0,
     "finetune.bn_recalibration_images": 0, "quantize.calibration_images": 1,
     "bench.threads": 1, "bench.warmup": 0, "bench.iterations": 10, "bench.rounds": 1,
     "bench.max_sessions": 1, "train_threads": 0, "tune.num_samples": 1,
@@ -183,14 +184,28 @@ def _check_value(path: str, value: Any, default: Any) -> Any:
 
 def config_from_dict(raw: Any) -> Config:
     """A validated :class:`Config` from a parsed YAML mapping (``{}`` = the default)."""
-    config: Config = _build(Config, raw, "")
+    config: Config = _absolute(_build(Config, raw, ""))
     _check_names(config)
     return config
 
 
+def _absolute(config: Config) -> Config:
+    """Paths made absolute (from the current directory): Ray workers run elsewhere."""
+    def resolve(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    model = config.model
+    where, _, attr = model.rpartition(":")
+    if where.endswith(".py"):
+        model = f"{resolve(where)}:{attr}"
+    return dataclasses.replace(
+        config, model=model, data=dataclasses.replace(config.data, root=resolve(config.data.root)),
+        baseline=dataclasses.replace(config.baseline,
+                                     checkpoint=resolve(config.baseline.checkpoint)))
+
+
 def _check_names(config: Config) -> None:
-    if config.model not in MODELS:
-        raise unknown("model", config.model, MODELS)
+    model_spec(config.model)  # a built-in, a torchvision model or the user's code
     if config.data.name not in DATASETS:
         raise unknown("data.name", config.data.name, DATASETS)
 

@@ -58,6 +58,7 @@ class Artifact:
     verification: list[LayerCheck]
     timings: dict[str, float]  # s per step
     thinned: dict[str, dict[str, int]] = field(default_factory=dict)  # extension -> removed
+    skipped: dict[str, str] = field(default_factory=dict)  # conv asked to shrink -> why not
 
 
 def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Path,

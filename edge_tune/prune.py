@@ -12,6 +12,7 @@ are what thinning can remove.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -20,7 +21,21 @@ from torch import nn
 from edge_tune.recipe import Schedule
 
 Weights = Mapping[str, torch.Tensor]  # weight name (no "module.") -> tensor (detached)
-Tie = Callable[[tuple[str, ...]], list[list[str]]]  # weights -> groups a residual add ties
+
+
+@dataclass(frozen=True)
+class Tied:
+    """Conv weights whose output filters must go together (a residual add, a depthwise conv,
+    a concatenation ties them); ``channel_groups`` > 1 when a grouped conv reads them, which
+    torch-pruning cuts only at the same positions in every group; not ``removable`` when
+    thinning could not take them out (zeros there would cost accuracy and buy no speed)."""
+
+    names: list[str]
+    channel_groups: int = 1
+    removable: bool = True  # False: thinning could not remove them, so they are not masked
+
+
+Tie = Callable[[tuple[str, ...]], list[Tied]]  # weights -> the groups that tie their filters
 
 
 class Pruner(Protocol):
@@ -100,13 +115,24 @@ class L1RankedStructure:
               tie: Tie) -> dict[str, torch.Tensor]:
         group_type = args["group_type"]
         names = tuple(args["weights"])
-        groups = tie(names) if group_type == "Filters" else [[n] for n in names]
+        groups = tie(names) if group_type == "Filters" else [Tied([n]) for n in names]
         out = {}
         for group in groups:
-            scores = torch.stack([group_scores(weights[n], group_type) for n in group]).sum(0)
-            drop = scores.argsort()[:round(level * scores.numel())]
-            out.update({n: structure_mask(weights[n], drop, group_type) for n in group})
+            if not group.removable:
+                continue
+            scores = torch.stack([group_scores(weights[n], group_type)
+                                  for n in group.names]).sum(0)
+            drop = weakest(scores, level, group.channel_groups)
+            out.update({n: structure_mask(weights[n], drop, group_type) for n in group.names})
         return out
+
+
+def weakest(scores: torch.Tensor, level: float, channel_groups: int = 1) -> torch.Tensor:
+    """Indices of the ``level`` fraction of lowest scores; with ``channel_groups`` > 1 the
+    same positions in every group (their scores summed over the groups)."""
+    per = scores.numel() // channel_groups
+    positions = scores.view(channel_groups, per).sum(0).argsort()[:round(level * per)]
+    return (positions[None, :] + per * torch.arange(channel_groups)[:, None]).flatten()
 
 
 class GroupLasso:
@@ -149,8 +175,21 @@ class Regularizer(Protocol):
 
 
 def conv_layers(model: nn.Module) -> list[str]:
-    """Names of the model's conv layers, in definition order."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    """Names of the model's conv layers that filter pruning may cut, in definition order.
+
+    A conv that computes the logits (the last conv or linear layer is a conv, as in
+    SqueezeNet) keeps its filters: the output layer keeps the class count.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    head = layers[-1][0] if layers and isinstance(layers[-1][1], nn.Conv2d) else None
+    return [n for n, m in layers if isinstance(m, nn.Conv2d) and n != head]
+
+
+def stage_of(layer: str, stages: tuple[str, ...]) -> str:
+    """The stage holding ``layer`` (the longest stage name that prefixes it), else the first
+    stage: convs outside every stage (the stem) feed the first stage."""
+    holding = [s for s in stages if layer == s or layer.startswith(f"{s}.")]
+    return max(holding, key=len) if holding else (stages[0] if stages else "")
 
 
 def filter_ratios(model: nn.Module, stages: tuple[str, ...],
@@ -161,12 +200,8 @@ def filter_ratios(model: nn.Module, stages: tuple[str, ...],
     that stage's ratio: a residual group must be cut by one ratio.
     """
     default = schedule.filter_ratios.get("*", 0.0)
-    ratios = {}
-    for name in conv_layers(model):
-        head = name.split(".")[0]
-        stage = head if head in stages else (stages[0] if stages else "")
-        ratios[name] = schedule.filter_ratios.get(stage, default)
-    return ratios
+    return {name: schedule.filter_ratios.get(stage_of(name, stages), default)
+            for name in conv_layers(model)}
 
 
 def fine_layers(model: nn.Module) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nncf
 import numpy as np
 import openvino as ov
 
@@ -25,6 +24,8 @@ def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
     logging.getLogger("nncf").setLevel(logging.WARNING)
     model = ov.Core().read_model(str(src))
     samples = [calibration[i:i + 1] for i in range(len(calibration))]
+    import nncf  # heavy: only when a model is quantised
+
     quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
     out = Path(dst).with_suffix(".xml")
     ov.save_model(quantized, str(out), compress_to_fp16=False)

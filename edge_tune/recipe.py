@@ -14,6 +14,8 @@ from typing import Any
 
 from edge_tune.errors import UserError, unknown
 
+STAGE_PARAM = "filter_ratio_<stage>"  # one parameter per stage the model has
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -28,10 +30,9 @@ class ParamSpec:
 PARAMETERS: dict[str, ParamSpec] = {
     "filter_ratio": ParamSpec(0.0, 1.0, True, "fraction of filters physically removed from "
                               "every conv (torch-pruning, residual groups kept consistent)"),
-    "filter_ratio_layer1": ParamSpec(0.0, 1.0, True, "filter_ratio for stage layer1 (and the "
-                                     "stem conv, which feeds layer1's residual stream)"),
-    "filter_ratio_layer2": ParamSpec(0.0, 1.0, True, "filter_ratio for stage layer2"),
-    "filter_ratio_layer3": ParamSpec(0.0, 1.0, True, "filter_ratio for stage layer3"),
+    STAGE_PARAM: ParamSpec(0.0, 1.0, True, "filter_ratio for one stage of the model (convs "
+                           "outside every stage, the stem, take the first stage's); "
+                           "python -m edge_tune.trial --stages lists them"),
     "fine_sparsity": ParamSpec(0.0, 1.0, True, "fraction of weights zeroed by magnitude in "
                                "every conv but the first (masks held while fine-tuning)"),
     "int8": ParamSpec(0.0, 1.0, False, ">= 0.5 quantises weights and activations to int8 "
@@ -96,11 +97,18 @@ class Schedule:
         return {k: v for k, v in recipe.items() if v not in ({}, []) or k == "version"}
 
 
+def param_spec(name: str, key: str = "params") -> ParamSpec:
+    """The spec of a parameter name (``filter_ratio_<stage>`` for any stage name)."""
+    if name.startswith("filter_ratio_") and name.removeprefix("filter_ratio_"):
+        return PARAMETERS[STAGE_PARAM]
+    if name not in PARAMETERS or name == STAGE_PARAM:
+        raise unknown(key, name, PARAMETERS)
+    return PARAMETERS[name]
+
+
 def check_param(name: str, value: Any) -> float:
     """A parameter's value as float, or a UserError naming it and its valid range."""
-    if name not in PARAMETERS:
-        raise unknown("params", name, PARAMETERS)
-    spec = PARAMETERS[name]
+    spec = param_spec(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise UserError(f"params.{name}: expected a number, got {value!r}")
     too_high = value >= spec.high if spec.high_open else value > spec.high

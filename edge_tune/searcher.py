@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.bayesopt import BayesOptSearch
 
 from edge_tune.config import TuneConfig
 from edge_tune.errors import lookup
@@ -31,13 +30,14 @@ def _points(tune: TuneConfig, space: SearchSpace) -> list[dict[str, float]]:
 
 
 def bayesopt(tune: TuneConfig, space: SearchSpace) -> Searcher:
-    """Ray Tune's BayesOptSearch: a Gaussian process with expected improvement."""
+    """A Gaussian process with expected improvement (Ray Tune's BayesOptSearch)."""
+    from edge_tune.bayesopt import BayesOpt  # bayes_opt pulls in scikit-learn (~2 s)
+
     # patience = the whole budget: with trials in flight it re-suggests points already
     # running and would stop early at its default of 5 repeats
-    return BayesOptSearch(metric=METRIC, mode=MODE, random_state=tune.seed,
-                          random_search_steps=tune.random_steps,
-                          points_to_evaluate=_points(tune, space) or None,
-                          patience=tune.num_samples)
+    return BayesOpt(metric=METRIC, mode=MODE, random_state=tune.seed,
+                    random_search_steps=tune.random_steps,
+                    points_to_evaluate=_points(tune, space) or None, patience=tune.num_samples)
 
 
 class RandomSearch(Searcher):
@@ -49,6 +49,11 @@ class RandomSearch(Searcher):
         self.bounds = bounds
         self.pending = list(points)
         self.rng = np.random.default_rng(seed)
+
+    def set_search_properties(self, metric: str | None, mode: str | None,
+                              config: dict[str, Any], **spec: Any) -> bool:
+        """The space is its own (bounds): Tune's ``param_space`` needs nothing more."""
+        return True
 
     def suggest(self, trial_id: str) -> dict[str, float] | None:
         if self.pending:

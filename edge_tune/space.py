@@ -25,7 +25,7 @@ from ray import tune
 
 from edge_tune.config import read_yaml
 from edge_tune.errors import UserError, unknown
-from edge_tune.recipe import PARAMETERS, check_param
+from edge_tune.recipe import PARAMETERS, check_param, param_spec
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
@@ -67,8 +67,7 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
     bounds: dict[str, tuple[float, float]] = {}
     for name, pair in raw["parameters"].items():
         path = f"{key}.parameters.{name}"
-        if name not in PARAMETERS:
-            raise unknown(f"{key}.parameters", str(name), PARAMETERS)
+        param_spec(str(name), f"{key}.parameters")
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise UserError(f"{path}: expected [low, high], got {pair!r}")
         low, high = pair
@@ -76,7 +75,7 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
             try:
                 check_param(name, value)
             except UserError:
-                spec = PARAMETERS[name]
+                spec = param_spec(name)
                 bracket = ")" if spec.high_open else "]"
                 raise UserError(f"{path}: bound {value!r} outside [{spec.low:g}, {spec.high:g}"
                                 f"{bracket}") from None

@@ -238,7 +238,8 @@ def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
     layers = Layers([f"{n}.weight" for n in conv_layers(base.model)],
                     [f"{n}.weight" for n in fine_layers(base.model)],
                     channel_prunable(base.model, example))
-    actor = start_actors(base.artifact.deployed, config.bench)[0]
+    pinned: list[Any] = []  # held for the whole study: a restarted actor needs them
+    actor = start_actors(base.artifact.deployed, config.bench, pinned)[0]
     ctx = ray.put(Context.of(config, base, threshold))
     epochs = config.finetune.epochs
     recipes = {name: (m.recipe(layers, epochs), epochs if m.trains else 0)

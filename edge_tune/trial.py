@@ -25,13 +25,13 @@ from edge_tune import bench
 from edge_tune.actor import BenchActor, BenchCall, model_files
 from edge_tune.baseline import Baseline, check_baseline, prepare_baseline
 from edge_tune.config import Config, config_to_dict, load_config
-from edge_tune.data import Splits, check_data, load_data
+from edge_tune.data import Splits, check_data, load_data, num_classes
 from edge_tune.deploy import Artifact, Images, arrays, deploy, figures, verdict
 from edge_tune.distiller import Recipe, recipe_from_dict
 from edge_tune.errors import ArgumentParser, UserError, run_cli
-from edge_tune.models import model_spec
+from edge_tune.models import check_model, create_model, model_stages
 from edge_tune.output import log_stderr, new_run_dir, stdout_to_stderr
-from edge_tune.prune import filter_ratios, fine_layers
+from edge_tune.prune import conv_layers, filter_ratios, fine_layers, stage_of
 from edge_tune.recipe import Schedule, schedule_from_params
 from edge_tune.scheduler import RecipeRun, fit_recipe, sparsity_report
 from edge_tune.train import set_threads
@@ -72,8 +72,10 @@ def check_inputs(config: Config, device_here: bool = True) -> None:
 
 
 def plan(config: Config, params: dict[str, Any], device_here: bool = True) -> Schedule:
-    """Every cheap check before expensive work: params against the model, then the inputs."""
-    schedule = schedule_from_params(params, model_spec(config.model).stages,
+    """Every cheap check before expensive work: the model (built once, unless built in),
+    params against its stages, then the inputs."""
+    check_model(config.model, num_classes(config.data), config.data.image_size)
+    schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     check_inputs(config, device_here)
     return schedule
@@ -81,7 +83,7 @@ def plan(config: Config, params: dict[str, Any], device_here: bool = True) -> Sc
 
 def schedule_recipe(schedule: Schedule, model: nn.Module, config: Config) -> dict[str, Any]:
     """The schedule as a Distiller-style recipe for ``model`` (the optimiser interface)."""
-    stages = model_spec(config.model).stages
+    stages = model_stages(config.model)
     return schedule.to_recipe(filter_ratios(model, stages, schedule), fine_layers(model),
                               config.model, config.data.name)
 
@@ -110,7 +112,19 @@ def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, 
     artifact = deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
                       {"compress_s": time.perf_counter() - start})
     artifact.thinned = run.thinned
+    artifact.skipped = skipped_layers(model, baseline_shapes, schedule, config, run.skipped)
     return artifact
+
+
+def skipped_layers(model: nn.Module, baseline_shapes: dict[str, tuple[int, ...]],
+                   schedule: Schedule, config: Config, why: dict[str, str]) -> dict[str, str]:
+    """Convs the schedule asked to lose filters that kept them all, and why (left whole)."""
+    wanted = filter_ratios(model, model_stages(config.model), schedule)
+    modules = dict(model.named_modules())
+    return {name: why.get(name, "its filters are tied to a layer that keeps them")
+            for name, ratio in wanted.items()
+            if round(ratio * baseline_shapes[f"{name}.weight"][0]) > 0
+            and modules[name].weight.shape[0] == baseline_shapes[f"{name}.weight"][0]}
 
 
 def measure(baseline: Artifact, model: Artifact, config: Config) -> BenchCall:
@@ -142,7 +156,8 @@ def _record(config: Config, base: Baseline, artifact: Artifact, out: Path,
         **figures(artifact, measured.models["model"]), "speedup": measured.speedup(),
         "baseline": {**figures(base.artifact, measured.baseline), **base.info},
         "compression": compression, "verification": table(artifact.verification),
-        **extra, "thinned": artifact.thinned, "timings": artifact.timings,
+        **extra, "thinned": artifact.thinned, "skipped_layers": artifact.skipped,
+        "timings": artifact.timings,
         "onnx": str(artifact.onnx_path), "deployed": str(artifact.deployed),
         "layers_csv": str(csv_path), "output": str(out), "bench": asdict(config.bench),
     }
@@ -197,6 +212,17 @@ def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,
     return _record(config, base, artifact, out, compression, extra)
 
 
+def print_stages(config: Config) -> None:
+    """Each stage of the configured model with its conv count (stdout)."""
+    model = create_model(config.model, num_classes(config.data))
+    stages = model_stages(config.model)
+    convs = conv_layers(model)
+    for stage in stages:
+        print(f"{stage}\t{sum(stage_of(c, stages) == stage for c in convs)} convs")
+    if not stages:
+        print(f"{config.model} has no stages: use filter_ratio for all {len(convs)} convs")
+
+
 def parse_params(text: str) -> dict[str, Any]:
     """``--params`` JSON (or ``@file.json``) as a dict."""
     if text.startswith("@"):
@@ -221,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config (default: the embedded ResNet-20 on digits)")
     parser.add_argument("--params", default="{}", help=(
         "JSON object of compression parameters, e.g. '{\"filter_ratio\": 0.5, \"int8\": 1}'; "
-        "names: filter_ratio[_layerN], fine_sparsity, int8, finetune_epochs"))
+        "names: filter_ratio, filter_ratio_<stage>, fine_sparsity, int8, finetune_epochs"))
+    parser.add_argument("--stages", action="store_true", help="print the configured model's "
+                        "stages (for filter_ratio_<stage>) and the convs in each, then exit")
     parser.add_argument("--output", help="new directory for the ONNX files, CSVs and result.json "
                         "(default: runs/trial-<time>; an existing non-empty one is refused)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    if args.stages:
+        print_stages(config)
+        return 0
     params = parse_params(args.params)
     plan(config, params)
     out = new_run_dir(args.output, "trial")

@@ -38,7 +38,7 @@ from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data
 from edge_tune.deploy import arrays
 from edge_tune.errors import ArgumentParser, UserError, run_cli
-from edge_tune.models import create_model, model_spec
+from edge_tune.models import create_model, model_stages
 from edge_tune.objective import objective
 from edge_tune.output import (
     check_output,
@@ -109,7 +109,7 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     model.load_state_dict(context.base_state)
     if config.tune.trial_gpus > 0 and torch.cuda.is_available():
         model.cuda()
-    schedule = schedule_from_params(params, model_spec(config.model).stages,
+    schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     artifact = build(model, schedule, splits, config, out, context.base_shapes,
@@ -213,7 +213,7 @@ class Progress(Callback):
                    f"objective {m['objective']:.3f}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._append(trial_row(trial, "error", "the trial failed"))
+        self._append(trial_row(trial, "error", _error_line(trial)))
         log_stderr(f"trial {trial.trial_id} failed (its error is in {TRIALS}); the "
                    "experiment goes on")
 
@@ -337,6 +337,14 @@ def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, conf
             shutil.copytree(best["checkpoint"], out / "best")
             summary["best"]["files"] = sorted(p.name for p in (out / "best").iterdir())
     return summary
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of the error Tune recorded for ``trial`` (its error.txt)."""
+    path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    lines = [x for x in path.read_text().splitlines() if x.strip()] if path and \
+        path.is_file() else []
+    return lines[-1][:500] if lines else "the trial failed (no error recorded)"
 
 
 def _one_line(error: BaseException) -> str:

@@ -113,8 +113,12 @@ def _by_torch_name(stored: dict[str, np.ndarray], names: list[str],
 
 
 def _same_shape(torch_shape: tuple[int, ...], other: tuple[int, ...] | None) -> bool:
-    # A linear layer may be stored transposed (MatMul); the element count and dims must agree.
-    return other is not None and sorted(other) == sorted(torch_shape)
+    # A linear layer may be stored transposed (MatMul), a grouped or depthwise conv as
+    # (groups, out/groups, in/groups, kh, kw) (GroupConvolution): the dims other than 1 agree.
+    def dims(shape: tuple[int, ...]) -> list[int]:
+        return sorted(d for d in shape if d != 1)
+
+    return other is not None and dims(other) == dims(torch_shape)
 
 
 def verify(torch_stats: WeightStats, baseline_shapes: dict[str, tuple[int, ...]],

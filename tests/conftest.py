@@ -61,9 +61,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` as a user would; output captured as text."""
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ}, check=False)
+    """Run ``python -m module args`` as a user would; output captured as text. Past
+    ``timeout`` the command and every process it started (Ray's, say) are killed."""
+    import psutil
+
+    with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                          env={**os.environ}) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,10 @@ def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) 
     ray.init(address="local", num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
              namespace="edge_tune_test", log_to_driver=False)
     try:
+        pinned: list = []
         [actor] = start_actors(models["resnet"], config_from_dict(
-            {"bench": {"warmup": 5, "iterations": 200, "rounds": 2, "fps_seconds": 0.1}}).bench)
+            {"bench": {"warmup": 5, "iterations": 200, "rounds": 2, "fps_seconds": 0.1}}).bench,
+            pinned)
         info = ray.get(actor.info.remote())
         node = next(n for n in ray.nodes() if n["NodeID"] == info["node_id"])
         assert node["Resources"].get("ncs") == 1

@@ -11,11 +11,15 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "edge_tune"
-# The deliberate exceptions to "imports at module top": the report's plotting library (its
+# The deliberate exceptions to "imports at module top": heavy optional libraries where the one
+# path that needs them runs, so that a command answers bad input within seconds (scikit-learn
+# for digits, torchvision for torchvision: models, NNCF for int8, bayes_opt and its
+# scikit-learn for the bayesopt searcher: ~2 s each), the report's plotting library (its
 # file-only backend is chosen before pyplot is imported) and W&B (only with --wandb); and one
 # import for type checkers only.
-LAZY = {("report", "matplotlib"), ("report", "matplotlib.pyplot"), ("report", "wandb"),
-        ("space", "importlib.abc")}
+LAZY = {("data", "sklearn.datasets"), ("searcher", "edge_tune.bayesopt"),
+        ("models", "torchvision.models"), ("quantize", "nncf"), ("report", "matplotlib"),
+        ("report", "matplotlib.pyplot"), ("report", "wandb"), ("space", "importlib.abc")}
 EDGE = ("actor", "bench", "node", "verify")  # what an edge node imports: no torch
 
 

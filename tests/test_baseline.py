@@ -70,3 +70,71 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": Payload()}, path)
     with pytest.raises(UserError, match="not a readable torch state_dict"):
         load_checkpoint(path, create_model("simple_cnn", 10))
+
+
+def _save_as_distiller(obj: dict, path: Path) -> None:
+    """torch.save as Distiller did: its ThinningRecipe pickles as distiller.thinning's."""
+    import collections
+    import sys
+    import types
+
+    module = types.ModuleType("distiller.thinning")
+    recipe = collections.namedtuple("ThinningRecipe", ["modules", "parameters"])
+    recipe.__module__ = "distiller.thinning"
+    module.ThinningRecipe = recipe  # type: ignore[attr-defined]
+    sys.modules["distiller"] = types.ModuleType("distiller")
+    sys.modules["distiller.thinning"] = module
+    try:
+        obj["thinning_recipes"] = [recipe(modules={"conv1": {"out_channels": 8}},
+                                          parameters={"conv1.weight": [(0, torch.arange(8))]})]
+        torch.save(obj, path)
+    finally:
+        del sys.modules["distiller.thinning"], sys.modules["distiller"]
+
+
+def test_a_thinned_distiller_checkpoint_loads_with_its_smaller_layers(tmp_path: Path) -> None:
+    from edge_tune.recipe import schedule_from_params
+    from edge_tune.scheduler import apply_recipe
+    from edge_tune.trial import schedule_recipe
+
+    config = config_from_dict({})
+    thinned = create_model("resnet20_cifar", 10).eval()
+    schedule = schedule_from_params({"filter_ratio": 0.5}, ("layer1", "layer2", "layer3"), 0)
+    apply_recipe(thinned, schedule_recipe(schedule, thinned, config), torch.zeros(1, 3, 32, 32))
+    assert thinned.conv1.out_channels == 8
+    path = tmp_path / "thinned.pth.tar"
+    optimizer = torch.optim.SGD(thinned.parameters(), lr=0.1)
+    _save_as_distiller({"state_dict": {f"module.{k}": v for k, v in thinned.state_dict().items()},
+                        "arch": "resnet20_cifar", "epoch": 179,
+                        "optimizer_state_dict": optimizer.state_dict(),
+                        "optimizer_type": type(optimizer), "extras": {"best_top1": 91.2}}, path)
+    target = create_model("resnet20_cifar", 10).eval()
+    load_checkpoint(path, target)
+    assert target.conv1.weight.shape == (8, 3, 3, 3) and target.fc.in_features == 32
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(target(x), thinned(x))
+
+
+def test_a_checkpoint_is_never_fully_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "extras": Evil()}, path)
+    with pytest.raises(UserError, match=r"baseline.checkpoint: .* is not a readable torch"):
+        load_checkpoint(path, create_model("simple_cnn", 10))
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_architecture_names_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "resnet56.pth"
+    torch.save({"state_dict": create_model("resnet56_cifar", 10).state_dict(),
+                "arch": "resnet56_cifar"}, path)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path, create_model("resnet20_cifar", 10))
+    message = str(err.value)
+    assert "(saved for arch 'resnet56_cifar') does not fit model ResNetCifar: unexpected " \
+           "layer1.3.bn1.bias" in message and "\n" not in message

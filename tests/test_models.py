@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from edge_tune.errors import UserError
-from edge_tune.models import MODELS, create_model, model_spec
+from edge_tune.models import MODELS, create_model, model_stages
 
 
 def test_resnet20_has_distiller_names_and_size() -> None:
@@ -15,7 +17,7 @@ def test_resnet20_has_distiller_names_and_size() -> None:
     assert "layer1.0.downsample.0.weight" not in names  # same shape: identity shortcut
     params = sum(p.numel() for p in model.parameters())
     assert 270_000 < params < 275_000  # Distiller's table: 270,896 weights incl. BN + fc
-    stages = model_spec("resnet20_cifar").stages
+    stages = model_stages("resnet20_cifar")
     assert stages == ("layer1", "layer2", "layer3")
     assert all(isinstance(getattr(model, s), torch.nn.Sequential) for s in stages)
 
@@ -36,3 +38,64 @@ def test_every_model_runs_at_other_input_sizes(name: str) -> None:
 def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(UserError, match="valid: resnet20_cifar, resnet56_cifar, simple_cnn"):
         create_model("resnet18", 10)
+
+
+USER_MODEL = '''
+import torch
+from torch import nn
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+def make(num_classes):
+    return Tiny(num_classes)
+
+def not_a_model(num_classes):
+    return {"num_classes": num_classes}
+
+def wrong_output(num_classes):
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+'''
+
+
+def test_a_model_in_the_users_file_builds_with_the_class_count(tmp_path: Path) -> None:
+    from edge_tune.models import check_model
+
+    (tmp_path / "mine.py").write_text(USER_MODEL)
+    name = f"{tmp_path / 'mine.py'}:make"
+    model = create_model(name, 7)
+    assert type(model).__name__ == "Tiny" and model.head[2].out_features == 7
+    assert model_stages(name) == ("body",)  # the one child holding convs (head has none)
+    check_model(name, 7, 16)  # (2, 7) logits: accepted
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("torchvision:resnet19", "model: torchvision has no image-classification model 'resnet19' "
+                             "(did you mean torchvision:resnet18?)"),
+    ("{tmp}/absent.py:make", "model: no such file"),
+    ("{tmp}/mine.py:mkae", "model: '{tmp}/mine.py' has no callable 'mkae'; callables: Tiny, "
+                           "make, not_a_model, wrong_output"),
+    ("{tmp}/broken.py:make", "model: importing '{tmp}/broken.py' raised ValueError: no "
+                             "weights here"),
+    ("{tmp}/mine.py:not_a_model", "returned a dict, expected a torch.nn.Module"),
+    ("{tmp}/mine.py:wrong_output", "gives (2, 3600) for 2 images, expected (2, 10) logits"),
+    ("no_such_module_xyz:make", "model: no module 'no_such_module_xyz'"),
+])
+def test_bad_models_are_one_line_errors(tmp_path: Path, target: str, message: str) -> None:
+    from edge_tune.models import check_model, model_spec
+
+    (tmp_path / "mine.py").write_text(USER_MODEL)
+    (tmp_path / "broken.py").write_text("x = 1\nraise ValueError('no weights here\\nsecond')\n")
+    name = target.format(tmp=tmp_path)
+    model_spec.cache_clear()
+    with pytest.raises(UserError) as err:
+        check_model(name, 10, 32)
+    assert message.format(tmp=tmp_path) in str(err.value)
+    assert "\n" not in str(err.value)

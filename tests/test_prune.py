@@ -11,7 +11,7 @@ from torch import nn
 
 from edge_tune import prune
 from edge_tune.distiller import CLASSES, recipe_from_dict
-from edge_tune.models import MODELS, create_model
+from edge_tune.models import create_model, model_stages
 from edge_tune.scheduler import RecipeRun, apply_recipe
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
@@ -32,12 +32,12 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
-def _no_ties(names: tuple[str, ...]) -> list[list[str]]:
-    return [[n] for n in names]
+def _no_ties(names: tuple[str, ...]) -> list[prune.Tied]:
+    return [prune.Tied([n]) for n in names]
 
 
 PRUNERS = {name: spec.pruner for name, spec in CLASSES.items() if spec.pruner is not None}
-STAGES = MODELS["resnet20_cifar"].stages
+STAGES = model_stages("resnet20_cifar")
 
 
 def test_every_pruner_class_has_a_pruner_and_a_case() -> None:
@@ -113,3 +113,10 @@ def test_stage_ratios_and_fine_layers() -> None:
     layers = prune.fine_layers(model)
     assert "conv1" not in layers and "layer1.0.conv1" in layers and len(layers) == 20
     assert recipe_from_dict(_tuner_recipe(model, ratios)).policies
+
+
+def test_weakest_cuts_the_same_positions_in_every_channel_group() -> None:
+    scores = torch.tensor([5.0, 1.0, 4.0, 2.0, 6.0, 0.0, 4.0, 3.0])  # 2 groups of 4
+    assert sorted(prune.weakest(scores, 0.25).tolist()) == [1, 5]
+    # per position summed over the groups: 11, 1, 8, 5 -> positions 1 and 3 in both groups
+    assert sorted(prune.weakest(scores, 0.5, channel_groups=2).tolist()) == [1, 3, 5, 7]

@@ -24,7 +24,9 @@ def test_params_become_a_schedule() -> None:
     ({"fine_sparsity": -0.1}, "params.fine_sparsity: expected a value in [0, 1), got -0.1"),
     ({"int8": 2}, "params.int8: expected a value in [0, 1], got 2"),
     ({"int8": "yes"}, "params.int8: expected a number, got 'yes'"),
-    ({"filter_ratio_layer4": 0.1}, "params: unknown 'filter_ratio_layer4'"),
+    ({"filter_ratio_layer4": 0.1}, "params.filter_ratio_layer4: the model has no stage "
+                                   "'layer4'; stages: layer1, layer2, layer3"),
+    ({"filter_ratoi": 0.1}, "params: unknown 'filter_ratoi' (did you mean 'filter_ratio'?)"),
 ])
 def test_bad_params_are_named(params: dict, message: str) -> None:
     with pytest.raises(UserError) as err:

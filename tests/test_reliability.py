@@ -11,76 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_module
-
-
-class Tune:
-    """``python -m edge_tune.tune`` in the background, its stderr lines collected as they come."""
-
-    def __init__(self, *args: str) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_tune.tune", *args], cwd=ROOT, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
-            start_new_session=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        deadline = time.time() + timeout
-        while not any(text in line for line in self.lines):
-            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
-            assert time.time() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines[-30:])
-            time.sleep(0.2)
-
-    def finish(self, timeout: float = 600) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        return code
-
-    def descendants(self) -> list[psutil.Process]:
-        """The processes this run started, at any depth (Ray's raylet, its workers...)."""
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def pids(self, title: str) -> list[int]:
-        """This run's Ray workers whose process title starts with ``title``."""
-        found = []
-        for process in self.descendants():
-            try:
-                if " ".join(process.cmdline()).startswith(title):
-                    found.append(process.pid)
-            except psutil.Error:  # exited meanwhile
-                continue
-        return found
-
-    def kill(self) -> None:
-        """SIGKILL the driver's process group and whatever it started outside that group
-        (Ray workers run in process groups of their own)."""
-        started = self.descendants()
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        for process in started:
-            try:
-                process.kill()
-            except psutil.Error:
-                continue
+from tests.background import Tune
+from tests.conftest import run_module
 
 
 def _state(out: Path) -> dict[str, tuple[str, dict]]:

@@ -28,6 +28,11 @@ def _write(tmp_path: Path, config: dict) -> str:
     ({"bench": {"device": "MYRIAD"}}, "{}", "bench.device: 'MYRIAD' is not available here"),
     ({}, "{filter_ratio: 0.5}", "--params: invalid JSON"),
     ({"baseline": {"checkpoint": "/nonexistent.pt"}}, "{}", "baseline.checkpoint: no such file"),
+    ({"model": "torchvision:resnet19"}, "{}", "(did you mean torchvision:resnet18?)"),
+    ({"model": "torchvision:mobilenet_v2"}, '{"filter_ratio_layer1": 0.5}',
+     "params.filter_ratio_layer1: the model has no stage 'layer1'; stages: features.0, "),
+    ({"data": {"name": "fashion_mnist", "root": "/tmp"}}, "{}",
+     "data.root: '/tmp' lacks all four of train-images-idx3-ubyte.gz"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, config: dict, params: str,
                                       message: str) -> None:
@@ -114,3 +119,46 @@ def test_resnet20_filters_and_int8_are_faster_zeros_are_not(tmp_path: Path) -> N
     assert results["filters_int8"]["speedup"] > results["filters"]["speedup"]
     for r in results.values():
         assert r["baseline"]["top1"] - r["top1"] <= 2.0  # within 1 point in benchmarks/
+
+
+def _hundred_classes(tmp_path: Path, kind: str) -> dict:
+    """100-class data the test writes: CIFAR-100's pickles, or an image folder."""
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / kind
+    rng = np.random.default_rng(0)
+    if kind == "cifar100":
+        root.mkdir()
+        for split, per_class in (("train", 8), ("test", 2)):
+            labels = [i % 100 for i in range(100 * per_class)]
+            pixels = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+            with (root / split).open("wb") as handle:
+                pickle.dump({b"data": pixels, b"fine_labels": labels}, handle)
+    else:
+        for c in range(100):
+            (root / f"class_{c:03d}").mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+                    root / f"class_{c:03d}" / f"{i}.png")
+    return {"model": "simple_cnn", "data": {"name": kind, "root": str(root), "image_size": 16,
+                                            "val_fraction": 0.125, "test_fraction": 0.2},
+            "baseline": {"epochs": 1}, "finetune": {"epochs": 1},
+            "bench": {"warmup": 5, "iterations": 30, "rounds": 2, "fps_seconds": 0.0},
+            "quantize": {"calibration_images": 32}}
+
+
+@pytest.mark.parametrize("kind", ["cifar100", "imagefolder"])
+def test_a_100_class_trial_runs_end_to_end(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "out"
+    result = run_module("edge_tune.trial", "--config", _write(tmp_path, _hundred_classes(
+        tmp_path, kind)), "--params", '{"filter_ratio": 0.5, "int8": 1}', "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    fc = next(row for row in r["verification"] if row["layer"] == "fc.weight")
+    assert fc["torch_shape"][0] == fc["openvino_shape"][0] == 100  # the head keeps 100 classes
+    assert fc["torch_shape"][1] == fc["baseline_shape"][1] // 2 and r["compression"]["reached"]
+    assert r["macs"] < 0.5 * r["baseline"]["macs"] and r["skipped_layers"] == {}
+    assert r["top5"] >= r["top1"]  # random pixels: no accuracy to expect beyond this

@@ -46,7 +46,9 @@ def test_bad_tune_config_fails_fast_before_ray(tmp_path: Path, small_config: dic
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
-    assert elapsed < 10  # measured ~3 s here (interpreter + torch import); the limit is slack
+    # measured 6-9 s on 2 quiet cores: the interpreter and imports (torch's standard build
+    # alone takes 4-5 s), then the checks; the limit is slack for a loaded machine
+    assert elapsed < 20
 
 
 def test_help_explains_every_flag() -> None:
