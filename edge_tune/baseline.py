@@ -183,7 +183,7 @@ def baseline_model(config: Config, splits: Splits,
     torch.manual_seed(b.seed)
     model = create_model(config.model, splits.num_classes)
     losses = train(model, splits.train, b.epochs, b.lr, b.weight_decay,
-                   config.data.batch_size, seed=b.seed)
+                   config.data.batch_size, seed=b.seed, log=lambda line: log(f"baseline: {line}"))
     top1, top5 = evaluate(model, splits.test)
     meta = {"top1_torch": top1, "top5_torch": top5, "train_seconds": time.perf_counter() - start,
             "final_loss": losses[-1] if losses else None, "key": cache_key(config)}

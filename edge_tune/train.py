@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,8 +24,10 @@ def device_for(model: nn.Module) -> torch.device:
 
 
 def train(model: nn.Module, dataset: Dataset, epochs: int, lr: float, weight_decay: float,
-          batch_size: int, seed: int = 0) -> list[float]:
-    """SGD (momentum 0.9) with a per-step cosine schedule; the mean loss of each epoch.
+          batch_size: int, seed: int = 0,
+          log: Callable[[str], None] | None = None) -> list[float]:
+    """SGD (momentum 0.9) with a per-step cosine schedule; the mean loss of each epoch, said
+    to ``log`` as each epoch ends.
 
     A non-finite loss stops training with a RuntimeError naming the epoch.
     """
@@ -38,6 +42,7 @@ def train(model: nn.Module, dataset: Dataset, epochs: int, lr: float, weight_dec
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     losses = []
+    started = time.perf_counter()
     model.train()
     for epoch in range(epochs):
         running, count = 0.0, 0
@@ -53,6 +58,9 @@ def train(model: nn.Module, dataset: Dataset, epochs: int, lr: float, weight_dec
             running += loss.item() * len(y)
             count += len(y)
         losses.append(running / max(1, count))
+        if log is not None:
+            log(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}, "
+                f"{time.perf_counter() - started:.0f} s")
     model.eval()
     return losses
 

@@ -381,7 +381,9 @@ def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
         out = run_dir()
         dashboard = getattr(context, "dashboard_url", "") or ""
         if dashboard:
-            log_stderr(f"Ray dashboard: http://{dashboard}")
+            # Ray 2.60's dashboard asks for a token ("Authentication Token Required")
+            log_stderr(f"Ray dashboard: http://{dashboard} (its token: ray get-auth-token, "
+                       "or the file ~/.ray/auth_token)")
         if resume:
             log_stderr(f"resuming {out}")
         summary = run_tune(config, space, out, dashboard, wandb, resume=resume)

@@ -55,3 +55,11 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     evil.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(UserError, match="malformed YAML"):
         load_config(evil)
+
+
+def test_every_example_config_loads() -> None:
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        config = load_config(path)
+        assert config.model and config.data.name, path

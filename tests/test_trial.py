@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import run_module
@@ -162,3 +163,28 @@ def test_a_100_class_trial_runs_end_to_end(tmp_path: Path, kind: str) -> None:
     assert fc["torch_shape"][1] == fc["baseline_shape"][1] // 2 and r["compression"]["reached"]
     assert r["macs"] < 0.5 * r["baseline"]["macs"] and r["skipped_layers"] == {}
     assert r["top5"] >= r["top1"]  # random pixels: no accuracy to expect beyond this
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device here: the GPU path runs where one is")
+def test_a_trial_compresses_and_fine_tunes_on_the_gpu(tmp_path: Path, small_config: dict) -> None:
+    import copy
+
+    from edge_tune.baseline import prepare_baseline
+    from edge_tune.config import config_from_dict
+    from edge_tune.data import load_data
+    from edge_tune.deploy import arrays
+    from edge_tune.recipe import schedule_from_params
+    from edge_tune.trial import build
+
+    config = config_from_dict(small_config)
+    splits = load_data(config.data)
+    test = arrays(splits.test)
+    base = prepare_baseline(config, splits, test, tmp_path / "base", log=lambda _: None)
+    model = copy.deepcopy(base.model).cuda()
+    schedule = schedule_from_params({"filter_ratio": 0.5, "int8": 1}, (), 1)
+    artifact = build(model, schedule, splits, config, tmp_path, base.shapes, test,
+                     log=lambda _: None)
+    assert next(model.parameters()).is_cuda  # trained where it lives; exported from a copy
+    assert artifact.macs < 0.5 * base.artifact.macs and artifact.deployed.suffix == ".xml"
+    assert all(check.reached for check in artifact.verification)

@@ -107,6 +107,7 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
         assert logged["top1"] == pytest.approx(by_id[trial_id]["metrics"]["top1"])
     assert "best" in result.stdout and "baseline" in result.stdout
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
+    assert "(its token: ray get-auth-token" in result.stderr
     # the report on a tune run: objective over trials, parameter correlation, Pareto, layers
     report = run_module("edge_tune.report", str(out), timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
