@@ -42,11 +42,11 @@ def trial(config: Path, params: dict, out: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def row(model: str, folder: Path, epochs: int, finetune: int) -> str:
+def row(model: str, folder: Path, epochs: int, finetune: int, lr: float) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({"model": model, "baseline": {"epochs": epochs},
-                                      "finetune": {"epochs": finetune}}))
+    config.write_text(yaml.safe_dump({"model": model, "baseline": {"epochs": epochs, "lr": lr},
+                                      "finetune": {"epochs": finetune, "lr": lr}}))
     runs = {name: trial(config, params, folder / name) for name, params in CASES.items()}
     if any("error" in r for r in runs.values()):
         return f"| `{model}` | error: {next(r['error'] for r in runs.values() if 'error' in r)} |"
@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="torchvision names")
     parser.add_argument("--epochs", type=int, default=4, help="baseline training epochs")
     parser.add_argument("--finetune", type=int, default=2, help="fine-tuning epochs (filters)")
+    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (VGG "
+                        "diverges at 0.1: use 0.02)")
+    parser.add_argument("--user", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the model in examples/my_model.py")
     parser.add_argument("--output", default=None, help="directory for the runs (default: temp)")
     args = parser.parse_args()
     root = Path(args.output or tempfile.mkdtemp(prefix="edge_tune_models-"))
@@ -72,13 +76,14 @@ def main() -> None:
               "whole |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     print("\n".join(lines), flush=True)
-    names = [f"torchvision:{m}" for m in args.models.split(",") if m] + [USER]
+    names = [f"torchvision:{m}" for m in args.models.split(",") if m] + ([USER] if args.user
+                                                                          else [])
     for i, model in enumerate(names):
-        line = row(model, root / f"m{i}", args.epochs, args.finetune)
+        line = row(model, root / f"m{i}", args.epochs, args.finetune, args.lr)
         lines.append(line)
         print(line, flush=True)
-    command = (f"python benchmarks/models.py --epochs {args.epochs} --finetune "
-               f"{args.finetune}")
+    command = (f"python benchmarks/models.py --models {args.models} --epochs {args.epochs} "
+               f"--finetune {args.finetune} --lr {args.lr:g}")
     body = ("Speed-ups are median batch-1 latency ratios to the baseline measured in the same "
             "session (OpenVINO CPU, 1 thread, f32 pinned); top-1 on digits' test split as "
             f"deployed, after {args.epochs} baseline epochs and {args.finetune} fine-tuning "
