@@ -146,8 +146,10 @@ def write_recipe(schedule: Schedule, model: nn.Module, config: Config, path: Pat
 
 
 def _record(config: Config, base: Baseline, artifact: Artifact, out: Path,
-            compression: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Benchmark against the baseline, write the CSVs, result.json and config.yaml."""
+            compression: dict[str, Any], extra: dict[str, Any],
+            started: float | None = None) -> dict[str, Any]:
+    """Benchmark against the baseline, write the CSVs, result.json and config.yaml;
+    ``seconds`` since ``started`` (perf_counter) when given."""
     log_stderr(f"benchmarking on {config.bench.device}: baseline and model interleaved")
     measured = measure(base.artifact, artifact, config)
     csv_path = bench.write_layers_csv(measured.models["model"].layers, out / "layers.csv")
@@ -161,6 +163,8 @@ def _record(config: Config, base: Baseline, artifact: Artifact, out: Path,
         "onnx": str(artifact.onnx_path), "deployed": str(artifact.deployed),
         "layers_csv": str(csv_path), "output": str(out), "bench": asdict(config.bench),
     }
+    if started is not None:
+        result["seconds"] = time.perf_counter() - started
     (out / "result.json").write_text(json.dumps(result, indent=2))
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return result
@@ -188,10 +192,7 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
                           schedule.fine_sparsity > 0)
     extra = {"schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
              "int8": schedule.int8, "recipe": str(out / "schedule.yaml")}
-    result = _record(config, base, artifact, out, compression, extra)
-    result["seconds"] = time.perf_counter() - started
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return _record(config, base, artifact, out, compression, extra, started)
 
 
 def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,

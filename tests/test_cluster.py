@@ -193,6 +193,22 @@ def test_multi_node_placement_spread_and_metrics(tmp_path: Path, small_config: d
         cluster.shutdown()
 
 
+def _refused(tmp_path: Path, address: str, config: dict) -> tuple[str, float]:
+    """``edge_tune.tune --address`` with ``config``: its one stderr line (exit 2, no output
+    directory made) and the seconds it took."""
+    name = f"r{len(list(tmp_path.glob('r*.yaml')))}"
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    result = run_module("edge_tune.tune", "--address", address, "--config",
+                        str(tmp_path / f"{name}.yaml"), "--output", str(tmp_path / name),
+                        "--no-wandb", timeout=120)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and not (tmp_path / name).exists(), result.stderr
+    return lines[0], elapsed
+
+
 def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
@@ -204,26 +220,14 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
         assert "has no node with the 'ncs' resource" in result.stderr
         cluster.add_node(num_cpus=0, resources={"ncs": 1})
         cluster.wait_for_nodes()
-        (tmp_path / "c.yaml").write_text(yaml.safe_dump({"bench": {"device": "MYRIAD"}}))
-        start = time.perf_counter()
-        result = run_module("edge_tune.tune", "--address", cluster.address, "--config",
-                            str(tmp_path / "c.yaml"), "--output", str(tmp_path / "b"),
-                            "--no-wandb", timeout=120)
-        assert result.returncode == 2, result.stderr[-2000:]
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "bench.device: 'MYRIAD' is not available on ncs node" in lines[0]
-        assert time.perf_counter() - start < 60 and not (tmp_path / "b").exists()
+        line, elapsed = _refused(tmp_path, cluster.address, {"bench": {"device": "MYRIAD"}})
+        assert "bench.device: 'MYRIAD' is not available on ncs node" in line
+        assert elapsed < 60
         # a trial request no node can hold: named, with the largest node, in seconds
-        (tmp_path / "g.yaml").write_text(yaml.safe_dump({"tune": {"trial_gpus": 1}}))
-        start = time.perf_counter()
-        result = run_module("edge_tune.tune", "--address", cluster.address, "--config",
-                            str(tmp_path / "g.yaml"), "--output", str(tmp_path / "c"),
-                            "--no-wandb", timeout=120)
-        assert result.returncode == 2, result.stderr[-2000:]
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].endswith(
+        line, elapsed = _refused(tmp_path, cluster.address, {"tune": {"trial_gpus": 1}})
+        assert line.endswith(
             "tune.trial_gpus: a trial asks for 1 CPUs and 1 GPUs; no node has that (the largest "
-            "has 1 CPUs, 0 GPUs)"), result.stderr
-        assert time.perf_counter() - start < 30 and not (tmp_path / "c").exists()
+            "has 1 CPUs, 0 GPUs)"), line
+        assert elapsed < 30
     finally:
         cluster.shutdown()
