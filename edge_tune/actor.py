@@ -90,11 +90,15 @@ class BenchActor:
     runs; a lock lets one measurement at a time reach the device.
     """
 
-    def __init__(self, baseline: ModelFiles, settings: bench.BenchSettings) -> None:
+    def __init__(self, baseline: ModelFiles | None, settings: bench.BenchSettings) -> None:
+        """``baseline``: its files, or None when every call brings it (a Ray actor: see
+        :func:`edge_tune.cluster.start_actors`)."""
         bench.check_device(settings.device)
         self.settings = settings
         self.folder = Path(tempfile.mkdtemp(prefix="edge_tune_bench-"))
-        self.baseline = _write(baseline, self.folder / "baseline")
+        self.baseline: Path | None = None if baseline is None else \
+            _write(baseline, self.folder / "baseline")
+        self._baseline_lock = threading.Lock()
         self.calls = 0
         self.queued = 0  # calls waiting for the device or being measured
         self._device = threading.Lock()  # one measurement at a time
@@ -105,14 +109,22 @@ class BenchActor:
         """(calls queued or running, calls served so far): the least loaded actor gets a trial."""
         return self.queued, self.calls
 
-    def benchmark(self, files: ModelFiles, per_layer: bool = True) -> BenchCall:
+    def benchmark(self, files: ModelFiles, per_layer: bool = True,
+                  baseline: list[Any] | None = None) -> BenchCall:
         """Measure ``files`` (as ``model``) and the baseline, interleaved (ms, batch 1)."""
-        return self.benchmark_set({"model": files}, per_layer)
+        return self.benchmark_set({"model": files}, per_layer, baseline)
 
-    def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True) -> BenchCall:
+    def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True,
+                      baseline: list[Any] | None = None) -> BenchCall:
         """Measure several models and the baseline in one interleaved session (ms, batch 1),
         so every ratio between them compares numbers taken side by side; ``started`` and
-        ``ended`` let callers check that no two measurements overlapped."""
+        ``ended`` let callers check that no two measurements overlapped.
+
+        ``baseline``: ``[ObjectRef of the baseline's files]``, read the first time this
+        process needs it (a fresh or restarted actor); boxed in a list so Ray passes the
+        reference, not the bytes, on every call.
+        """
+        self._load_baseline(baseline)
         metrics = self._meter()
         with self._count:
             self.queued += 1
@@ -128,9 +140,18 @@ class BenchActor:
                 self.queued -= 1
             metrics.queue(self.queued)
         metrics.done(ended - started, len(models))
-        baseline = results.pop("baseline")
-        return BenchCall(baseline, results, started, ended, call, self.info()["node_id"],
+        base = results.pop("baseline")
+        return BenchCall(base, results, started, ended, call, self.info()["node_id"],
                          os.getpid())
+
+    def _load_baseline(self, box: list[Any] | None) -> None:
+        with self._baseline_lock:
+            if self.baseline is not None:
+                return
+            if not box:
+                raise RuntimeError("the benchmark actor has no baseline model: pass "
+                                   "baseline=[ObjectRef of its files] with the call")
+            self.baseline = _write(ray.get(box[0]), self.folder / "baseline")
 
     def _measure(self, models: dict[str, ModelFiles], per_layer: bool,
                  call: int) -> dict[str, Measurement]:
@@ -151,6 +172,8 @@ class BenchActor:
         ratio CV <= max_ratio_cv) or max_sessions ran; the calmest session is kept."""
         best: tuple[float, dict[str, bench.BenchResult], dict[str, float]] | None = None
         sessions = 0
+        if self.baseline is None:
+            raise RuntimeError("no baseline model loaded")
         for sessions in range(1, self.settings.max_sessions + 1):  # noqa: B007
             results = bench.benchmark_models({"baseline": self.baseline, **paths},
                                              self.settings, per_layer=per_layer)

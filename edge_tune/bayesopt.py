@@ -1,17 +1,248 @@
-"""edge_tune's Gaussian-process searcher: Ray Tune's ``BayesOptSearch`` (bayesian-optimization
-1.x) with the fixes the tuner needs. Its own module so that the searcher registry imports it
-(and with it scikit-learn) only when it is chosen."""
+"""edge_tune's Gaussian-process searchers, on bayesian-optimization 1.x and scikit-learn.
+
+:class:`ConstrainedBayesOpt` (``tune.searcher: bayesopt``, the default) models what a trial
+measures instead of a penalty cliff: the latency ratio (model / baseline, lower is better) is
+the target, validation top-1 >= threshold a constraint with its own Gaussian process
+(bayes_opt's ``ConstraintModel``). The acquisition is expected improvement over the best
+*feasible* ratio times the probability of feasibility (Gardner et al., 2014); before any trial
+is feasible it is the probability of feasibility alone. A choice parameter (``int8``: off/on)
+gets one pair of processes per value; the value whose best point scores highest is proposed.
+Integer parameters (``finetune_epochs``) are rounded before they are scored and run.
+Parameters are scaled to [0, 1] so one kernel length fits every dimension.
+
+:class:`PenaltyBayesOpt` (``bayesopt_penalty``) is Ray Tune's ``BayesOptSearch`` on the
+penalty objective, kept for comparison (benchmarks/search.py).
+
+Its own module so that the searcher registry imports it (and with it scikit-learn, ~2 s) only
+when it is chosen.
+"""
 
 from __future__ import annotations
 
+import itertools
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from bayes_opt.constraint import ConstraintModel
+from bayes_opt.util import UtilityFunction, acq_max
+from ray.tune.search import Searcher
 from ray.tune.search.bayesopt import BayesOptSearch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+
+from edge_tune.objective import METRIC, MODE
+
+# what a trial reports that this searcher reads
+RATIO, TOP1, THRESHOLD = "latency_ratio", "val_top1", "threshold_top1"
+XI = 0.01  # expected improvement's exploration margin, in latency-ratio units
+KAPPA = 2.0  # standard deviations of optimism about top-1 while nothing is feasible
 
 
-class BayesOpt(BayesOptSearch):
-    """Ray Tune's BayesOptSearch, except that a trial that errors during the random warm-up
-    frees its slot: Ray's waits for that trial's result forever and the run hangs."""
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished (or stopped) trial as the searcher saw it."""
+
+    x: tuple[float, ...]  # every parameter scaled to [0, 1], the space's order
+    ratio: float  # latency ratio, model / baseline
+    top1: float | None  # validation top-1 (percent); None: stopped before it was measured
+
+
+def _gp(dims: int, seed: int) -> GaussianProcessRegressor:
+    """Matern 5/2 as bayes_opt fits it, with a length per dimension (bounded: in the unit cube
+    a length below 0.05 would fit the noise of a few trials) and a noise term (top-1 of the
+    same point varies by a few tenths of a point between runs)."""
+    kernel = Matern(length_scale=np.full(dims, 0.5), length_scale_bounds=(0.05, 20.0),
+                    nu=2.5) + WhiteKernel(1e-3, (1e-6, 1e-1))
+    return GaussianProcessRegressor(kernel=kernel, alpha=1e-6, normalize_y=True,
+                                    n_restarts_optimizer=3, random_state=seed)
+
+
+def _optimistic(x: np.ndarray, gp: GaussianProcessRegressor, y_max: Any) -> np.ndarray:
+    """Upper confidence bound of the constraint's process: top-1 mean + KAPPA std (percent)."""
+    mean, std = gp.predict(x, return_std=True)
+    return np.asarray(mean + KAPPA * std)
+
+
+class ConstrainedBayesOpt(Searcher):
+    """Latency ratio as the target, validation top-1 >= threshold as a modelled constraint.
+
+    ``bounds``: every parameter's (low, high); ``choices``: the parameters that take one of a
+    few values (for example ``{"int8": (0.0, 1.0)}``): they are dimensions of the processes
+    (so what one value teaches carries to the others), and the acquisition is maximised with
+    them pinned to each value in turn; ``integers``: parameters rounded to whole numbers before
+    a point is scored; ``points``: hand-made starting points, tried first; ``warmup``: trials
+    proposed before the model guides, the starting points included (random, spread over the
+    choices' values).
+    """
+
+    def __init__(self, bounds: dict[str, tuple[float, float]],
+                 choices: dict[str, tuple[float, ...]], integers: frozenset[str],
+                 points: list[dict[str, float]], warmup: int, seed: int) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self.bounds, self.choices, self.integers = bounds, choices, integers
+        self.names = list(bounds)
+        self.arms = [dict(zip(choices, values, strict=True))
+                     for values in itertools.product(*choices.values())]
+        self.points = list(points)
+        self.warmup, self.seed = warmup, seed
+        self.rng = np.random.RandomState(seed)
+        self.suggested = 0
+        self.live: dict[str, tuple[float, ...]] = {}  # trial id -> its point, in flight
+        self.observed: list[Observation] = []
+        self.threshold: float | None = None
+
+    def set_search_properties(self, metric: str | None, mode: str | None,
+                              config: dict[str, Any], **spec: Any) -> bool:
+        """The space is its own (bounds and choices): Tune's ``param_space`` adds nothing."""
+        return True
+
+    # -- between parameters and the unit cube -------------------------------------------
+    def _snap(self, params: dict[str, float]) -> dict[str, float]:
+        """Choices to their nearest value, integers rounded, everything inside the bounds."""
+        out = {}
+        for name, (low, high) in self.bounds.items():
+            value = float(np.clip(float(params[name]), low, high))
+            if name in self.choices:
+                value = min(self.choices[name], key=lambda v: abs(v - value))
+            elif name in self.integers:
+                value = float(np.clip(round(value), np.ceil(low), np.floor(high)))
+            out[name] = value
+        return out
+
+    def _unit(self, params: dict[str, float]) -> tuple[float, ...]:
+        return tuple((params[n] - low) / (high - low) for n, (low, high) in self.bounds.items())
+
+    def _params(self, x: np.ndarray) -> dict[str, float]:
+        return self._snap({n: low + float(u) * (high - low)
+                           for u, (n, (low, high)) in zip(x, self.bounds.items(), strict=True)})
+
+    def _cube(self, arm: dict[str, float]) -> np.ndarray:
+        """The unit cube's bounds with the arm's choices pinned."""
+        cube = np.array([[0.0, 1.0]] * len(self.names))
+        for i, name in enumerate(self.names):
+            if name in arm:
+                low, high = self.bounds[name]
+                cube[i] = (arm[name] - low) / (high - low)
+        return cube
+
+    # -- proposing ---------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, float] | None:
+        if self.suggested < len(self.points):
+            params = self._snap(self.points[self.suggested])
+        elif self.suggested < self.warmup or self.threshold is None \
+                or len(self.observed) < 2:
+            params = self._random(self._least_tried())
+        else:
+            params = self._guided()
+        self.suggested += 1
+        self.live[trial_id] = self._unit(params)
+        return params
+
+    def _least_tried(self) -> dict[str, float]:
+        """The choice values tried least so far (random among ties)."""
+        if not self.arms:
+            return {}
+        tried = [o.x for o in self.observed] + list(self.live.values())
+        counts = [sum(all(abs(x[self.names.index(n)] - c[self.names.index(n)][0]) < 1e-9
+                          for n in arm) for x in tried)
+                  for arm, c in ((arm, self._cube(arm)) for arm in self.arms)]
+        fewest = [arm for arm, c in zip(self.arms, counts, strict=True) if c == min(counts)]
+        return fewest[self.rng.randint(len(fewest))]
+
+    def _random(self, arm: dict[str, float]) -> dict[str, float]:
+        cube = self._cube(arm)
+        return self._params(self.rng.uniform(cube[:, 0], cube[:, 1]))
+
+    def _guided(self) -> dict[str, float]:
+        """The point with the highest constrained expected improvement, the acquisition
+        maximised once per choice value; before any trial is feasible, the highest
+        optimistic top-1 (mean + KAPPA std of the constraint's process), so the search walks
+        towards feasibility and explores where it is unsure."""
+        threshold = float(self.threshold or 0.0)
+        feasible = [o.ratio for o in self.observed if o.top1 is not None and o.top1 >= threshold]
+        best = -min(feasible) if feasible else None  # targets are -ratio (maximised)
+        with warnings.catch_warnings():  # few points: lengths often sit at a bound
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            target, constraint = self._fit()
+        ei = UtilityFunction(kind="ei", xi=XI).utility
+        scored = []
+        for arm in self.arms or [{}]:
+            cube = self._cube(arm)
+            if best is None:
+                process = constraint.model[0]
+                x = acq_max(_optimistic, process, None, cube, self.rng, n_warmup=2000,
+                            n_iter=5)
+                point = np.asarray(self._unit(self._params(x))).reshape(1, -1)
+                score = float(_optimistic(point, process, None)[0])
+            else:
+                x = acq_max(ei, target, best, cube, self.rng, constraint=constraint,
+                            n_warmup=2000, n_iter=5)
+                point = np.asarray(self._unit(self._params(x))).reshape(1, -1)
+                score = float(ei(point, target, best)[0] * constraint.predict(point)[0])
+            scored.append((score, point[0]))
+        return self._params(max(scored, key=lambda s: s[0])[1])
+
+    def _fit(self) -> tuple[GaussianProcessRegressor, ConstraintModel]:
+        """The target and constraint processes. Trials still running count at the
+        processes' own prediction (so concurrent trials spread out); a trial stopped before
+        its accuracy was measured counts at the constraint's prediction."""
+        xs = np.array([o.x for o in self.observed])
+        ys = np.array([-o.ratio for o in self.observed])
+        constraint = ConstraintModel(None, self.threshold, np.inf, random_state=self.seed)
+        constraint._model = [_gp(len(self.names), self.seed)]  # the same process as the target
+        cs = np.array([np.nan if o.top1 is None else o.top1 for o in self.observed])
+        known = ~np.isnan(cs)
+        if known.any():
+            constraint.fit(xs[known], cs[known])
+            if not known.all():
+                cs[~known] = constraint.approx(xs[~known]).reshape(-1)
+        else:  # only latencies so far: no information about accuracy
+            cs[:] = float(self.threshold or 0.0)
+        target = _gp(len(self.names), self.seed)
+        target.fit(xs, ys)
+        if self.live:
+            running = np.array(list(self.live.values()))
+            xs = np.vstack([xs, running])
+            ys = np.concatenate([ys, target.predict(running)])
+            guess = constraint.approx(running).reshape(-1) if known.any() else \
+                np.full(len(running), cs[0])
+            cs = np.concatenate([cs, guess])
+            target.fit(xs, ys)
+        constraint.fit(xs, cs)
+        return target, constraint
+
+    # -- learning -----------------------------------------------------------------------
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        """Record the trial's latency ratio and validation top-1 (None when it stopped
+        before fine-tuning); an errored trial teaches nothing."""
+        x = self.live.pop(trial_id, None)
+        if x is None or error or not result or RATIO not in result:
+            return
+        self.threshold = float(result[THRESHOLD])
+        top1 = result.get(TOP1)
+        self.observed.append(Observation(x, float(result[RATIO]),
+                                         None if top1 is None else float(top1)))
+
+    def save(self, checkpoint_path: str) -> None:
+        """Observations, trials in flight and the random state; processes are refitted."""
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+    def restore(self, checkpoint_path: str) -> None:
+        # our own file, written by save() into the run directory
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))  # noqa: S301
+
+
+class PenaltyBayesOpt(BayesOptSearch):
+    """Ray Tune's BayesOptSearch on the penalty objective, except that a trial that errors
+    during the random warm-up frees its slot: Ray's waits for that trial's result forever
+    and the run hangs."""
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -133,19 +133,22 @@ def start_actors(baseline_model: Path, settings: bench.BenchSettings,
 
     Threaded (``max_concurrency``) so its load and info answer during a measurement; the
     actor's own lock serialises the device. 0 CPUs: trials keep the node's cores. A dead actor
-    process restarts (3 times) and the call in flight is retried once. The caller holds
-    ``pinned`` as long as the actors: it keeps the constructor's arguments alive, which a
-    restart needs (without them: "object has already been deleted").
+    process restarts (3 times) and the call in flight is retried once.
+
+    The baseline's files are not a constructor argument (a restartable actor whose arguments
+    sit in the object store makes Ray log an error-level warning on every run): ``pinned``
+    receives ``[ObjectRef of the files]``, which every benchmark call passes as
+    ``baseline=pinned``; a fresh or restarted actor reads it on its first call. The caller
+    holds ``pinned`` as long as the actors.
     """
-    files = ray.put(model_files(baseline_model))
-    pinned.append(files)
+    pinned.append(ray.put(model_files(baseline_model)))
     actors: list[Any] = []
     for index, node in enumerate(ncs_nodes()):
         remote = ray.remote(BenchActor).options(
             name=actor_name(index), namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
             max_concurrency=16, max_restarts=3, max_task_retries=1)
-        actors.append(remote.remote(files, settings))
+        actors.append(remote.remote(None, settings))
     ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
     return actors
 

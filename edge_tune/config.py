@@ -64,7 +64,8 @@ class TuneConfig:
     num_samples: int = 20
     max_concurrent: int = 1  # trials at once (each also waits its turn at the benchmark actor)
     seed: int = 0
-    random_steps: int = 6  # BayesOptSearch's random exploration before the model guides
+    # trials before the model guides (bayesopt: the hand-made starting points included)
+    random_steps: int = 4
     points_to_evaluate: list[dict[str, float]] = field(default_factory=list)
     trial_cpus: float = 0.0  # 0 = the largest trial node's cores / max_concurrent
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one

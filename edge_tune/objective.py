@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+METRIC, MODE = "objective", "min"  # what every searcher is told to optimise
 PENALTY = 10.0  # above any feasible latency ratio (a compression 10x slower is not one)
 
 

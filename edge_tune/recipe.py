@@ -25,6 +25,8 @@ class ParamSpec:
     high: float
     high_open: bool  # True: high itself is excluded (a ratio of 1 would remove everything)
     doc: str
+    choices: tuple[float, ...] = ()  # a choice: the values it takes (searchers pick one)
+    integer: bool = False  # whole numbers only (searchers round before they score)
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -36,9 +38,10 @@ PARAMETERS: dict[str, ParamSpec] = {
     "fine_sparsity": ParamSpec(0.0, 1.0, True, "fraction of weights zeroed by magnitude in "
                                "every conv but the first (masks held while fine-tuning)"),
     "int8": ParamSpec(0.0, 1.0, False, ">= 0.5 quantises weights and activations to int8 "
-                      "(NNCF post-training, calibrated on training images)"),
+                      "(NNCF post-training, calibrated on training images)",
+                      choices=(0.0, 1.0)),
     "finetune_epochs": ParamSpec(0.0, 100.0, False, "fine-tuning epochs after pruning "
-                                 "(rounded; default finetune.epochs)"),
+                                 "(rounded; default finetune.epochs)", integer=True),
 }
 
 
@@ -104,6 +107,20 @@ def param_spec(name: str, key: str = "params") -> ParamSpec:
     if name not in PARAMETERS or name == STAGE_PARAM:
         raise unknown(key, name, PARAMETERS)
     return PARAMETERS[name]
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """Parameters as a person reads them: ``filter_ratio=0.45, int8=on, finetune_epochs=5``."""
+    shown = []
+    for name, value in params.items():
+        spec = param_spec(name)
+        if spec.choices == (0.0, 1.0):
+            shown.append(f"{name}={'on' if float(value) >= 0.5 else 'off'}")
+        elif spec.integer:
+            shown.append(f"{name}={round(float(value))}")
+        else:
+            shown.append(f"{name}={float(value):.2f}")
+    return ", ".join(shown)
 
 
 def check_param(name: str, value: Any) -> float:

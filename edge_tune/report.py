@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.output import wandb_mode
+from edge_tune.recipe import format_params
 from edge_tune.verify import node_layers
 
 TOP_LAYERS = 12  # layers shown in the per-layer chart (the baseline's slowest)
@@ -69,7 +70,9 @@ def load_study(folder: Path) -> Run:
 def load_tune(folder: Path) -> Run:
     summary = json.loads((folder / "summary.json").read_text())
     trials = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
-    rows = [{**t["metrics"], "config": t["params"], "id": t["id"]} for t in trials
+    # a tune run's top-1 is validation top-1 (what chose the best); test was measured once
+    rows = [{**t["metrics"], "top1": t["metrics"]["val_top1"], "config": t["params"],
+             "id": t["id"]} for t in trials
             if t["status"] == "completed" and "objective" in t["metrics"]]
     layers = {}
     best = folder / "best"
@@ -81,7 +84,8 @@ def load_tune(folder: Path) -> Run:
             base_names = node_layers(base_onnx) if base_onnx.is_file() else names
             layers = {"baseline": _layer_ms(_read_csv(best / "baseline_layers.csv"),
                                             base_names), **layers}
-    baseline = {**summary["baseline"], "method": "baseline"}
+    baseline = {**summary["baseline"], "top1": summary["baseline"]["val_top1"],
+                "method": "baseline"}
     return Run("tune", folder, rows, baseline, summary["threshold"]["top1"], layers,
                list(summary["search_space"]["bounds"]))
 
@@ -152,7 +156,8 @@ def plot_pareto(run: Run, path: Path) -> Path:
     ax.axhline(run.threshold, color="tab:orange", linestyle="--",
                label=f"threshold {run.threshold:.2f}%")
     ax.set_xlabel("median latency (ms, batch 1)")
-    ax.set_ylabel("top-1 accuracy (%), as deployed")
+    ax.set_ylabel(("validation " if run.kind == "tune" else "")
+                  + "top-1 accuracy (%), as deployed")
     ax.set_title("Latency vs accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
@@ -268,14 +273,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def method_table(run: Run) -> tuple[list[str], list[list[Any]]]:
-    header = ["method", "top-1 %", "median ms", "p90 ms", "speed-up", "MACs (M)", "params (k)",
+    top1 = "validation top-1 %" if run.kind == "tune" else "top-1 %"
+    header = ["method", top1, "median ms", "p90 ms", "speed-up", "MACs (M)", "params (k)",
               "reached ONNX+OV", "smaller layers", "sparse layers"]
     b = run.baseline
     rows = [["baseline", b["top1"], b.get("latency_ms") or "-", b.get("latency_p90_ms", "-"),
              1.0, b["macs"] / 1e6, b["params"] / 1e3, "-", "-", "-"]]
     for r in (sorted(run.rows, key=lambda r: r["objective"])[:10] if run.kind == "tune"
               else run.rows):
-        name = r.get("method") or json.dumps({k: round(v, 2) for k, v in r["config"].items()})
+        name = r.get("method") or format_params(r["config"])
         rows.append([name, r["top1"], r["latency_ms"], r["latency_p90_ms"], r["speedup"],
                      r["macs"] / 1e6, r["params"] / 1e3, "yes" if r.get("reached", True) else "NO",
                      r.get("smaller_layers", "-"), r.get("sparse_layers", "-")])
@@ -353,7 +359,8 @@ def write_report(folder: str | Path, wandb: bool = False,
         images["objective"] = plot_objective(run, out / "objective.png")
         if values:
             images["importance"] = plot_importance(values, out / "importance.png")
-        lines += [f"{len(run.rows)} completed trials; threshold top-1 {run.threshold:.2f}%. "
+        lines += [f"{len(run.rows)} completed trials; threshold validation top-1 "
+                  f"{run.threshold:.2f}%. "
                   "Parameter importance: Spearman rank correlation of each parameter with the "
                   "objective over completed trials (negative: larger values gave lower, better "
                   "objectives): " + ", ".join(f"{k} {v:+.2f}" for k, v in values.items()), ""]

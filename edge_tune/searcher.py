@@ -1,13 +1,15 @@
 """Searchers by name (``tune.searcher``): a dict registry of builders of Ray Tune searchers.
 
 A builder takes the ``tune`` config section and the search space and returns a Ray Tune
-:class:`~ray.tune.search.Searcher` that minimises ``objective``; :func:`create_searcher` limits
-it to ``tune.max_concurrent`` trials at once. Adding a searcher is one entry in
+:class:`~ray.tune.search.Searcher` that minimises ``objective`` (it may read the other metrics a
+trial reports: ``latency_ratio``, ``val_top1``, ``threshold_top1``); :func:`create_searcher`
+limits it to ``tune.max_concurrent`` trials at once. Adding a searcher is one entry in
 :data:`SEARCHERS` plus its builder.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +20,10 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from edge_tune.config import TuneConfig
 from edge_tune.errors import lookup
+from edge_tune.objective import METRIC, MODE
+from edge_tune.recipe import param_spec
 from edge_tune.space import SearchSpace
 
-METRIC, MODE = "objective", "min"
 SearcherBuilder = Callable[[TuneConfig, SearchSpace], Searcher]
 
 
@@ -30,23 +33,48 @@ def _points(tune: TuneConfig, space: SearchSpace) -> list[dict[str, float]]:
 
 
 def bayesopt(tune: TuneConfig, space: SearchSpace) -> Searcher:
-    """A Gaussian process with expected improvement (Ray Tune's BayesOptSearch)."""
-    from edge_tune.bayesopt import BayesOpt  # bayes_opt pulls in scikit-learn (~2 s)
+    """Latency ratio as the target, validation top-1 >= threshold as a modelled constraint,
+    int8 as a choice (:class:`edge_tune.bayesopt.ConstrainedBayesOpt`)."""
+    from edge_tune.bayesopt import ConstrainedBayesOpt  # bayes_opt, scikit-learn: ~2 s
+
+    return ConstrainedBayesOpt(space.bounds, choices(space), integers(space),
+                               _points(tune, space), tune.random_steps, tune.seed)
+
+
+def bayesopt_penalty(tune: TuneConfig, space: SearchSpace) -> Searcher:
+    """Ray Tune's BayesOptSearch on the penalty objective (what ``bayesopt`` replaced)."""
+    from edge_tune.bayesopt import PenaltyBayesOpt
 
     # patience = the whole budget: with trials in flight it re-suggests points already
     # running and would stop early at its default of 5 repeats
-    return BayesOpt(metric=METRIC, mode=MODE, random_state=tune.seed,
-                    random_search_steps=tune.random_steps,
-                    points_to_evaluate=_points(tune, space) or None, patience=tune.num_samples)
+    return PenaltyBayesOpt(metric=METRIC, mode=MODE, random_state=tune.seed,
+                           random_search_steps=tune.random_steps,
+                           points_to_evaluate=_points(tune, space) or None,
+                           patience=tune.num_samples)
+
+
+def choices(space: SearchSpace) -> dict[str, tuple[float, ...]]:
+    """The space's choice parameters and the values inside its bounds (int8: off, on)."""
+    found = {}
+    for name, (low, high) in space.bounds.items():
+        values = tuple(v for v in param_spec(name).choices if low <= v <= high)
+        if values:
+            found[name] = values
+    return found
+
+
+def integers(space: SearchSpace) -> frozenset[str]:
+    return frozenset(n for n in space.bounds if param_spec(n).integer)
 
 
 class RandomSearch(Searcher):
     """Uniform random points in the space's bounds (seeded), after the starting points."""
 
     def __init__(self, bounds: dict[str, tuple[float, float]], points: list[dict[str, float]],
-                 seed: int) -> None:
+                 seed: int, choices: dict[str, tuple[float, ...]] | None = None,
+                 integers: frozenset[str] = frozenset()) -> None:
         super().__init__(metric=METRIC, mode=MODE)
-        self.bounds = bounds
+        self.bounds, self.choices, self.integers = bounds, choices or {}, integers
         self.pending = list(points)
         self.rng = np.random.default_rng(seed)
 
@@ -58,7 +86,15 @@ class RandomSearch(Searcher):
     def suggest(self, trial_id: str) -> dict[str, float] | None:
         if self.pending:
             return self.pending.pop(0)
-        return {k: float(self.rng.uniform(low, high)) for k, (low, high) in self.bounds.items()}
+        params = {}
+        for name, (low, high) in self.bounds.items():
+            if name in self.choices:
+                params[name] = float(self.rng.choice(self.choices[name]))
+            elif name in self.integers:
+                params[name] = float(self.rng.integers(math.ceil(low), math.floor(high) + 1))
+            else:
+                params[name] = float(self.rng.uniform(low, high))
+        return params
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -73,11 +109,13 @@ class RandomSearch(Searcher):
 
 
 def random_search(tune: TuneConfig, space: SearchSpace) -> Searcher:
-    return RandomSearch(space.bounds, _points(tune, space), tune.seed)
+    return RandomSearch(space.bounds, _points(tune, space), tune.seed, choices(space),
+                        integers(space))
 
 
 SEARCHERS: dict[str, SearcherBuilder] = {
     "bayesopt": bayesopt,
+    "bayesopt_penalty": bayesopt_penalty,
     "random": random_search,
 }
 

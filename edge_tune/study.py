@@ -238,7 +238,7 @@ def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
     layers = Layers([f"{n}.weight" for n in conv_layers(base.model)],
                     [f"{n}.weight" for n in fine_layers(base.model)],
                     channel_prunable(base.model, example))
-    pinned: list[Any] = []  # held for the whole study: a restarted actor needs them
+    pinned: list[Any] = []  # [the baseline's files]: every call passes it, held to the end
     actor = start_actors(base.artifact.deployed, config.bench, pinned)[0]
     ctx = ray.put(Context.of(config, base, threshold))
     epochs = config.finetune.epochs
@@ -248,7 +248,7 @@ def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
 
     log_stderr("stage 2/3: preliminary benchmark session to pick the best of each family")
     prelim: BenchCall = ray.get(actor.benchmark_set.remote(
-        {n: r["files"] for n, r in results.items()}, per_layer=False))
+        {n: r["files"] for n, r in results.items()}, per_layer=False, baseline=pinned))
     latency = {n: m.latency_ms for n, m in prelim.models.items()}
     best = {family: best_of(family, results, latency, threshold)
             for family in ("sparsity", "structure")}
@@ -268,7 +268,8 @@ def run_study(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
 
     log_stderr(f"stage 3/3: one benchmark session, baseline + {len(results)} models, "
                f"per-layer profiles")
-    final = ray.get(actor.benchmark_set.remote({n: r["files"] for n, r in results.items()}))
+    final = ray.get(actor.benchmark_set.remote({n: r["files"] for n, r in results.items()},
+                                               baseline=pinned))
     study = _write_results(out, base, results, recipes, final, threshold, best, config)
     study["seconds"] = time.time() - started
     (out / "study.json").write_text(json.dumps(study, indent=2))

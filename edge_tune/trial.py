@@ -51,12 +51,13 @@ class Context:
     baseline_top1: float  # percent, as deployed (validation of trials is against it)
     threshold_top1: float  # percent a trial must reach to be feasible
     actors: tuple[str, ...] = ()  # benchmark actor names, one per ncs node
+    bench_baseline: tuple[Any, ...] = ()  # (ObjectRef of the baseline's files,) for the actors
 
     @classmethod
     def of(cls, config: Config, base: Baseline, threshold_top1: float,
-           actors: tuple[str, ...] = ()) -> Context:
+           actors: tuple[str, ...] = (), bench_baseline: tuple[Any, ...] = ()) -> Context:
         return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
-                   actors)
+                   actors, bench_baseline)
 
 
 def check_inputs(config: Config, device_here: bool = True) -> None:

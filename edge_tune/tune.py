@@ -27,6 +27,7 @@ import torch
 import yaml
 from ray import tune
 from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.air.util.node import _force_on_current_node
 from ray.tune import Callback
 from ray.util import metrics
 
@@ -36,7 +37,7 @@ from edge_tune.baseline import Baseline, prepare_baseline
 from edge_tune.cluster import actor_name, connect, pick_actor, shutdown, start_actors
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data
-from edge_tune.deploy import arrays
+from edge_tune.deploy import Images, arrays, deployed_accuracy
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.models import create_model, model_stages
 from edge_tune.objective import objective
@@ -47,7 +48,7 @@ from edge_tune.output import (
     wandb_environment,
     wandb_mode,
 )
-from edge_tune.recipe import schedule_from_params
+from edge_tune.recipe import format_params, schedule_from_params
 from edge_tune.searcher import check_searcher, create_searcher
 from edge_tune.space import SearchSpace, check_points, load_space
 from edge_tune.train import set_threads
@@ -61,7 +62,8 @@ _TUNE_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "ti
               "iterations_since_restore", "checkpoint_dir_name", "experiment_tag",
               "should_checkpoint"}
 
-_SPLITS: dict[Any, Splits] = {}  # DataConfig -> Splits, kept across trials of a reused worker
+# DataConfig -> (Splits, validation images), kept across trials of a reused worker
+_SPLITS: dict[Any, tuple[Splits, Images]] = {}
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     if config.data not in _SPLITS:
         _SPLITS.clear()
-        _SPLITS[config.data] = load_data(config.data)
-    splits = _SPLITS[config.data]
+        loaded = load_data(config.data)
+        _SPLITS[config.data] = loaded, arrays(loaded.val)
+    splits, val = _SPLITS[config.data]
     model = create_model(config.model, splits.num_classes)
     model.load_state_dict(context.base_state)
     if config.tune.trial_gpus > 0 and torch.cuda.is_available():
@@ -112,24 +115,29 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
-    artifact = build(model, schedule, splits, config, out, context.base_shapes,
-                     arrays(splits.test), log=lambda _: None)
+    # accuracy on the validation split: the objective, the constraint and the choice of the
+    # best use it; test top-1 is measured once, for the reported models (run_tune)
+    artifact = build(model, schedule, splits, config, out, context.base_shapes, val,
+                     log=lambda _: None)
     write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
     _save_ir(artifact.deployed, out)
     asked = time.time()
     measured = ray.get(pick_actor(context.actors).benchmark.remote(
-        model_files(artifact.deployed)))
+        model_files(artifact.deployed), baseline=list(context.bench_baseline)))
     model_m, base_m = measured.models["model"], measured.baseline
     bench.write_layers_csv(model_m.layers, out / "layers.csv")
     bench.write_layers_csv(base_m.layers, out / "baseline_layers.csv")
+    speedup = measured.speedup()
     result = {
         "objective": objective(artifact.top1, model_m.latency_ms, base_m.latency_ms,
                                context.threshold_top1),
-        "top1": artifact.top1, "top5": artifact.top5, "latency_ms": model_m.latency_ms,
+        "val_top1": artifact.top1, "val_top5": artifact.top5,
+        "threshold_top1": context.threshold_top1, "latency_ratio": 1 / speedup,
+        "latency_ms": model_m.latency_ms,
         "latency_p90_ms": model_m.latency_p90_ms, "fps": model_m.fps, "cv": model_m.cv,
         "ratio_cv": model_m.ratio_cv, "bench_sessions": model_m.sessions,
-        "baseline_latency_ms": base_m.latency_ms, "baseline_top1": context.baseline_top1,
-        "speedup": measured.speedup(), "feasible": artifact.top1 >= context.threshold_top1,
+        "baseline_latency_ms": base_m.latency_ms, "baseline_val_top1": context.baseline_top1,
+        "speedup": speedup, "feasible": artifact.top1 >= context.threshold_top1,
         "macs": artifact.macs, "params": artifact.params, "int8": schedule.int8,
         "finetune_epochs": schedule.finetune_epochs,
         "reached": all(c.reached for c in artifact.verification),
@@ -148,6 +156,12 @@ def _save_ir(deployed: Path, out: Path) -> None:
     if deployed.suffix == ".onnx":
         ov.save_model(ov.Core().read_model(str(deployed)), str(out / "model.xml"),
                       compress_to_fp16=False)
+
+
+def deployed_file(folder: Path) -> Path:
+    """The model a trial deployed, in its saved folder: int8 IR if it has one, else ONNX."""
+    int8 = folder / "model_int8.xml"
+    return int8 if int8.is_file() else folder / "model.onnx"
 
 
 def validate(config: Config, space: SearchSpace, device_here: bool = True) -> None:
@@ -207,10 +221,10 @@ class Progress(Callback):
         self.best = min(self.best, float(m["objective"]))
         self._set_gauge(self.best)
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
-        params = ", ".join(f"{k}={v:.2f}" for k, v in trial.config.items())
-        log_stderr(f"trial {done}/{self.total} {trial.trial_id}: {params} -> top-1 "
-                   f"{m['top1']:.2f}%, {m['latency_ms']:.3f} ms, {m['speedup']:.2f}x, "
-                   f"objective {m['objective']:.3f}")
+        log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
+                   f"{format_params(trial.config)} -> validation top-1 {m['val_top1']:.2f}%, "
+                   f"{m['latency_ms']:.3f} ms, {m['speedup']:.2f}x, objective "
+                   f"{m['objective']:.3f}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._append(trial_row(trial, "error", _error_line(trial)))
@@ -218,11 +232,28 @@ class Progress(Callback):
                    "experiment goes on")
 
 
+class Wandb(WandbLoggerCallback):
+    """Ray's W&B callback, its per-trial logging actor made without restarts: a restartable
+    actor whose constructor arguments sit in the object store makes Ray log an error-level
+    line (core_worker.cc) for every trial. A logging actor that dies ends that trial's W&B
+    mirror; trials.jsonl is the record."""
+
+    def _start_logging_actor(self, trial: Any, exclude_results: list[str],
+                             **wandb_init_kwargs: Any) -> None:
+        if not self._remote_logger_class:
+            key = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
+            here: dict[str, Any] = _force_on_current_node()  # type: ignore[assignment]
+            self._remote_logger_class = ray.remote(  # type: ignore[assignment]
+                num_cpus=0, runtime_env={"env_vars": key}, max_restarts=0,
+                **here)(self._logger_actor_cls)
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+
 def _wandb_callback(config: Config, out: Path, run_name: str) -> WandbLoggerCallback:
     folder = (out / "wandb").resolve()
     folder.mkdir(exist_ok=True)
-    return WandbLoggerCallback(project=config.tune.wandb_project, group=run_name,
-                               mode=wandb_mode(), dir=str(folder), log_config=False)
+    return Wandb(project=config.tune.wandb_project, group=run_name, mode=wandb_mode(),
+                 dir=str(folder), log_config=False)
 
 
 def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wandb: bool,
@@ -238,17 +269,21 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
                                                         sort_keys=False))
     set_threads(config.train_threads)
     splits = load_data(config.data)
-    base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
+    # the baseline's accuracy as deployed on validation (what trials are held to) and, once,
+    # on test (what is reported)
+    base = prepare_baseline(config, splits, arrays(splits.val), out / "baseline")
+    test = arrays(splits.test)
+    base_test = deployed_accuracy(base.artifact.deployed, test, config.bench)
     threshold_top1 = config.tune.threshold.value(base.artifact.top1)
-    log_stderr(f"baseline top-1 {base.artifact.top1:.2f}% (as deployed); threshold "
-               f"{threshold_top1:.2f}%")
-    pinned: list[Any] = []  # the actors' constructor arguments: a restarted actor needs them
+    log_stderr(f"baseline validation top-1 {base.artifact.top1:.2f}% (as deployed; test "
+               f"{base_test[0]:.2f}%); threshold {threshold_top1:.2f}% on validation")
+    pinned: list[Any] = []  # [the baseline's files]: every benchmark call passes it
     actors = start_actors(base.artifact.deployed, config.bench, pinned)  # held: a named actor
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(i['host'] for i in actor_info)})")
     ctx = Context.of(config, base, threshold_top1,
-                     tuple(actor_name(i) for i in range(len(actors))))
+                     tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
     resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
@@ -269,6 +304,10 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
                    f"state is saved: python -m edge_tune.tune --resume {out}")
         return None
     summary = collect(results, out, base, threshold_top1, config, space)
+    summary["baseline"].update(test_top1=base_test[0], test_top5=base_test[1])
+    if summary["best"] is not None:
+        best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
+        summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
                    seconds=time.time() - started, resumed=resume,
                    dashboard=f"http://{dashboard}" if dashboard else None)
@@ -314,7 +353,7 @@ def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, conf
     best = min(done, key=lambda r: r["metrics"]["objective"]) if done else None
     feasible = [r for r in done if r["metrics"].get("feasible")]
     summary: dict[str, Any] = {
-        "baseline": {"top1": base.artifact.top1, "top5": base.artifact.top5,
+        "baseline": {"val_top1": base.artifact.top1, "val_top5": base.artifact.top5,
                      "latency_ms": float(np.median([r["metrics"]["baseline_latency_ms"]
                                                     for r in done])) if done else None,
                      "macs": base.artifact.macs, "params": base.artifact.params},
@@ -328,7 +367,8 @@ def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, conf
     }
     if best is not None:
         m = best["metrics"]
-        summary["best"] = {"id": best["id"], "params": best["params"], "top1": m["top1"],
+        summary["best"] = {"id": best["id"], "params": best["params"],
+                           "val_top1": m["val_top1"],
                            "latency_ms": m["latency_ms"], "latency_p90_ms": m["latency_p90_ms"],
                            "baseline_latency_ms": m["baseline_latency_ms"],
                            "speedup": m["speedup"], "objective": m["objective"],
@@ -354,20 +394,28 @@ def _one_line(error: BaseException) -> str:
 
 
 def print_table(summary: dict[str, Any], out: Path) -> None:
-    """Baseline vs best, the counts and where everything is (stdout)."""
+    """Baseline vs best, the counts and where everything is (stdout). Validation top-1
+    chose the best; test top-1 was measured once, for these two rows."""
     b, best = summary["baseline"], summary["best"]
-    print(f"\n{'':10} {'top-1 %':>8} {'latency ms':>11} {'MACs':>8} {'speed-up':>9}")
-    print(f"{'baseline':10} {b['top1']:8.2f} {b['latency_ms'] or 0:11.3f} "
-          f"{b['macs'] / 1e6:7.1f}M {1:8.2f}x")
+    print(f"\n{'':10} {'val top-1 %':>11} {'test top-1 %':>12} {'latency ms':>11} "
+          f"{'MACs':>8} {'speed-up':>9}")
+    print(f"{'baseline':10} {b['val_top1']:11.2f} {b.get('test_top1', float('nan')):12.2f} "
+          f"{b['latency_ms'] or 0:11.3f} {b['macs'] / 1e6:7.1f}M {1:8.2f}x")
     if best:
-        print(f"{'best':10} {best['top1']:8.2f} {best['latency_ms']:11.3f} "
-              f"{best['macs'] / 1e6:7.1f}M {best['speedup']:8.2f}x"
+        print(f"{'best':10} {best['val_top1']:11.2f} {best.get('test_top1', float('nan')):12.2f} "
+              f"{best['latency_ms']:11.3f} {best['macs'] / 1e6:7.1f}M {best['speedup']:8.2f}x"
               f"{'' if best['feasible'] else '  (below threshold)'}")
-        print(f"best params: {json.dumps({k: round(v, 3) for k, v in best['params'].items()})}")
-    print(f"threshold top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
+        print(f"best params: {format_params(best['params'])}")
+    print(f"threshold validation top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
           f"{summary['trials_completed']} completed ({summary['trials_feasible']} above the "
           f"threshold), {summary['trials_errored']} errored")
     print(f"run directory: {out} (summary.json, {TRIALS}, best/)")
+
+
+def quiet_tune() -> None:
+    """One console line per trial is ours: Tune's own reporter (the experiment box, the
+    TensorBoard hint) becomes its legacy one, which at verbosity 0 prints nothing."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
@@ -376,6 +424,7 @@ def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
     seconds, before ``run_dir`` creates the output), then the experiment; exit code 130 when
     it was interrupted."""
     wandb_environment(wandb)
+    quiet_tune()
     context, config = connect(address, config)
     try:
         out = run_dir()

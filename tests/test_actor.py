@@ -64,7 +64,8 @@ def test_ray_actor_sits_on_ncs_node_and_never_overlaps(models: dict[str, Path]) 
         results: list = []
 
         def call() -> None:
-            results.append(ray.get(actor.benchmark.remote(files, per_layer=False)))
+            results.append(ray.get(actor.benchmark.remote(files, per_layer=False,
+                                                          baseline=pinned)))
 
         threads = [threading.Thread(target=call) for _ in range(3)]
         for thread in threads:

@@ -89,13 +89,13 @@ def test_benchmark_in_flight_when_the_actor_dies_is_retried(tmp_path: Path) -> N
     ray.init(address="local", num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
              namespace="edge_tune_test_faults", log_to_driver=False)
     try:
-        # held for the whole test: the restart rebuilds the actor from these pinned arguments
-        # (a throwaway `pinned=[]` lets Ray delete them, and the restart then fails)
+        # held for the whole test: every call brings the baseline (the restarted actor reads
+        # it from here)
         pinned: list = []
         [actor] = start_actors(baseline, settings, pinned)
         killed = ray.get(actor.info.remote())["pid"]
         assert ray.get(actor.load.remote()) == (0, 0)
-        ref = actor.benchmark.remote(model_files(small), per_layer=False)
+        ref = actor.benchmark.remote(model_files(small), per_layer=False, baseline=pinned)
         deadline = time.time() + 60
         while (load := ray.get(actor.load.remote())) != (1, 1):
             assert load == (0, 0), f"the call ended before it could be killed: {load}"
@@ -194,22 +194,26 @@ def test_a_trial_that_raises_is_recorded_and_the_others_complete(tmp_path: Path,
     assert done["params"] == points[1]
     assert done["error"] is None and "objective" in done["metrics"]
     # it prunes nothing, so it deploys the baseline itself: the same top-1
-    assert done["metrics"]["top1"] == pytest.approx(summary["baseline"]["top1"])
+    assert done["metrics"]["val_top1"] == pytest.approx(summary["baseline"]["val_top1"])
     assert summary["best"]["id"] == done["id"]
     assert any(f"trial {failed['id']} failed (its error is in trials.jsonl)" in line
                for line in run.lines)
 
 
-def test_an_error_among_the_random_steps_does_not_stall_the_search() -> None:
+@pytest.mark.parametrize("searcher", ["bayesopt", "bayesopt_penalty"])
+def test_an_error_among_the_random_steps_does_not_stall_the_search(searcher: str) -> None:
     """Ray's BayesOptSearch never suggests again once a trial errors among its first
-    tune.random_steps trials; edge_tune's subclass frees the slot."""
-    tune = config_from_dict({"tune": {"random_steps": 2, "num_samples": 4}}).tune
+    tune.random_steps trials; edge_tune's subclass frees the slot (and its own searcher
+    learns nothing from an error)."""
+    tune = config_from_dict({"tune": {"random_steps": 2, "num_samples": 4,
+                                      "searcher": searcher}}).tune
     space = load_space("default")
     searcher = create_searcher(tune, space)
     # what Tune does with the Tuner's param_space, and with each finished or errored trial
     assert searcher.set_search_properties("objective", "min", space.tune_space())
     assert searcher.suggest("t1") is not None
-    searcher.on_trial_complete("t1", {"objective": 1.0})
+    searcher.on_trial_complete("t1", {"objective": 1.0, "latency_ratio": 1.0,
+                                      "val_top1": 90.0, "threshold_top1": 89.0})
     assert searcher.suggest("t2") is not None
     searcher.on_trial_complete("t2", None, error=True)
     assert searcher.suggest("t3") is not None
@@ -223,7 +227,11 @@ def test_the_random_searcher_suggests_inside_the_space_after_its_points() -> Non
     first = searcher.suggest("t1")
     assert first == space.points[0]  # the space's hand-made starting point first
     searcher.on_trial_complete("t1", {"objective": 1.0})
-    later = searcher.suggest("t2")
-    assert later is not None and later != first
-    for name, (low, high) in space.bounds.items():
-        assert low <= later[name] <= high
+    for i in range(2, 12):
+        later = searcher.suggest(f"t{i}")
+        assert later is not None and later != first
+        for name, (low, high) in space.bounds.items():
+            assert low <= later[name] <= high
+        assert later["int8"] in (0.0, 1.0)  # a choice, never 0.6
+        assert later["finetune_epochs"] == round(later["finetune_epochs"])
+        searcher.on_trial_complete(f"t{i}", {"objective": 1.0})

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_tune.config import load_config
+from edge_tune.data import load_data
+from edge_tune.deploy import arrays, deployed_accuracy
+from edge_tune.tune import deployed_file
 from tests.conftest import run_module
 from tests.wandb_files import history
 
@@ -79,11 +83,20 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     best = summary["best"]
     assert best["objective"] == min(r["metrics"]["objective"] for r in rows)
     assert best["speedup"] == pytest.approx(best["baseline_latency_ms"] / best["latency_ms"])
-    assert summary["baseline"]["top1"] == rows[0]["metrics"]["baseline_top1"] > 50
+    # validation chose the best and set the threshold; test was measured once, for the
+    # baseline and the best, as deployed
+    assert summary["baseline"]["val_top1"] == rows[0]["metrics"]["baseline_val_top1"] > 50
+    assert best["val_top1"] == next(r["metrics"]["val_top1"] for r in rows
+                                    if r["id"] == best["id"])
+    config = load_config(str(out / "config.yaml"))
+    assert best["test_top1"] == pytest.approx(deployed_accuracy(
+        deployed_file(out / "best"), arrays(load_data(config.data).test), config.bench)[0])
+    assert "test_top1" not in rows[0]["metrics"]
     assert summary["baseline"]["latency_ms"] == pytest.approx(
         sorted(r["metrics"]["baseline_latency_ms"] for r in rows)[1])  # their median
     assert summary["searcher"] == "bayesopt"
-    assert summary["threshold"]["top1"] == pytest.approx(summary["baseline"]["top1"] - 1.0)
+    assert summary["threshold"]["top1"] == pytest.approx(summary["baseline"]["val_top1"] - 1.0)
+    assert all(r["metrics"]["threshold_top1"] == summary["threshold"]["top1"] for r in rows)
     files = set(best["files"])
     assert "schedule.yaml" in files and "layers.csv" in files
     assert any(f.endswith(".onnx") for f in files) and any(f.endswith(".xml") for f in files)
@@ -104,8 +117,16 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
         trial_id = run.stem.removeprefix("run-")
         logged = history(run)
         assert logged["speedup"] == pytest.approx(by_id[trial_id]["metrics"]["speedup"])
-        assert logged["top1"] == pytest.approx(by_id[trial_id]["metrics"]["top1"])
+        assert logged["val_top1"] == pytest.approx(by_id[trial_id]["metrics"]["val_top1"])
     assert "best" in result.stdout and "baseline" in result.stdout
+    assert "test top-1 %" in result.stdout
+    # a quiet console: one line per trial, int8 as on/off, nothing from Tune's reporter and
+    # no error-level line from Ray's core worker
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[edge_tune] trial")]
+    assert len(lines) == 3 and all(("int8=on" in x or "int8=off" in x) for x in lines)
+    console = result.stdout + result.stderr
+    for noise in ["Configuration for experiment", "TensorBoard", "core_worker.cc", " E "]:
+        assert noise not in console, noise
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
     assert "(its token: ray get-auth-token" in result.stderr
     # the report on a tune run: objective over trials, parameter correlation, Pareto, layers

@@ -1,0 +1,109 @@
+"""The default searcher: latency ratio as target, validation top-1 as a modelled constraint,
+int8 a choice, integers rounded, warm-up, stopped and errored trials, save/restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_tune.bayesopt import ConstrainedBayesOpt
+from edge_tune.config import config_from_dict
+from edge_tune.searcher import create_searcher
+from edge_tune.space import load_space
+
+BOUNDS = {"filter_ratio": (0.1, 0.8), "int8": (0.0, 1.0), "finetune_epochs": (1.0, 7.0)}
+THRESHOLD = 90.0
+
+
+def measure(params: dict[str, float]) -> dict[str, float]:
+    """A known trade-off: more filters removed and int8 are faster and cost accuracy, longer
+    fine-tuning wins some back. Best feasible: int8 on, ratio ~0.34, 7 epochs, ratio 0.268."""
+    r, q, e = params["filter_ratio"], params["int8"], params["finetune_epochs"]
+    ratio = (1 - r) ** 2 * (0.5 if q else 1.0) + 0.05
+    top1 = 90 - 12 * r ** 2 * (2 if q else 1) + 0.4 * e
+    return {"latency_ratio": ratio, "val_top1": top1, "threshold_top1": THRESHOLD}
+
+
+def searcher(seed: int = 0, points: list[dict[str, float]] | None = None,
+             warmup: int = 4) -> ConstrainedBayesOpt:
+    return ConstrainedBayesOpt(BOUNDS, {"int8": (0.0, 1.0)}, frozenset({"finetune_epochs"}),
+                               points or [], warmup, seed)
+
+
+def test_warmup_counts_the_starting_points_and_spreads_over_the_choice() -> None:
+    point = {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 7.0}
+    s = searcher(points=[point])
+    first = [s.suggest(f"t{i}") for i in range(4)]
+    assert first[0] == point
+    assert {p["int8"] for p in first} == {0.0, 1.0}  # both values tried in the warm-up
+    for params in first:
+        assert params["finetune_epochs"] == round(params["finetune_epochs"])
+        for name, (low, high) in BOUNDS.items():
+            assert low <= params[name] <= high
+
+
+@pytest.mark.slow
+def test_it_finds_the_fast_feasible_corner_a_penalty_cliff_hides() -> None:
+    s = searcher(seed=1)
+    best = float("inf")
+    for i in range(16):
+        params = s.suggest(str(i))
+        assert params["int8"] in (0.0, 1.0)
+        result = measure(params)
+        s.on_trial_complete(str(i), result)
+        if result["val_top1"] >= THRESHOLD:
+            best = min(best, result["latency_ratio"])
+    assert best <= 0.268 * 1.1  # within 10% of the best feasible ratio in 16 trials
+
+
+def test_before_anything_is_feasible_it_walks_towards_feasibility() -> None:
+    s = searcher(seed=2)
+    tops = []
+    for i in range(7):
+        params = s.suggest(str(i))
+        result = measure(params)
+        result["threshold_top1"] = 92.5  # only a small corner (low ratio, long tuning) is
+        s.on_trial_complete(str(i), result)  # feasible
+        tops.append(result["val_top1"])
+    assert max(tops[4:]) > max(tops[:4])  # guided trials beat the random warm-up's best
+
+
+def test_stopped_and_errored_trials() -> None:
+    s = searcher()
+    for i in range(4):
+        s.on_trial_complete(str(i), measure(s.suggest(str(i))))
+    stopped = s.suggest("stopped")
+    s.on_trial_complete("stopped", {**measure(stopped), "val_top1": None})
+    assert s.observed[-1].top1 is None  # its latency counts, its accuracy is predicted
+    s.suggest("errored")
+    s.on_trial_complete("errored", None, error=True)
+    assert len(s.observed) == 5 and not s.live
+    assert s.suggest("next") is not None
+
+
+def test_trials_in_flight_are_not_proposed_twice() -> None:
+    s = searcher()
+    for i in range(5):
+        s.on_trial_complete(str(i), measure(s.suggest(str(i))))
+    a, b = s.suggest("a"), s.suggest("b")  # two at once, neither finished
+    assert a != b
+
+
+def test_save_and_restore_keep_what_it_learned(tmp_path: Path) -> None:
+    s = searcher()
+    for i in range(5):
+        s.on_trial_complete(str(i), measure(s.suggest(str(i))))
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = searcher(seed=99)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.observed == s.observed and restored.threshold == THRESHOLD
+    assert restored.suggest("x") == s.suggest("x")  # same model, same random state
+
+
+def test_the_registry_builds_it_from_the_space() -> None:
+    tune = config_from_dict({"tune": {"seed": 5}}).tune
+    built = create_searcher(tune, load_space("default")).searcher  # inside the limiter
+    assert isinstance(built, ConstrainedBayesOpt)
+    assert built.choices == {"int8": (0.0, 1.0)} and built.integers == {"finetune_epochs"}
+    assert built.warmup == 4 and built.points == load_space("default").points
