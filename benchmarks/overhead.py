@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
-STAGES = [("compress + fine-tune", "compress_s"), ("ONNX export", "export_s"),
+STAGES = [("latency probe (graph export, int8)", "graph_s"),
+          ("compress + fine-tune", "compress_s"), ("ONNX export", "export_s"),
           ("int8 (convert + NNCF)", "quantize_s"), ("verify + accuracy", "verify_eval_s"),
           ("wait for the actor", "bench_wait_s")]
 

@@ -70,6 +70,7 @@ class TuneConfig:
     trial_cpus: float = 0.0  # 0 = the largest trial node's cores / max_concurrent
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one
     max_failures: int = 0  # retries of a failed trial
+    early_stop: bool = True  # stop trials that cannot win (edge_tune.stopping.EarlyStop)
     threshold: Threshold = field(default_factory=Threshold)
     wandb_project: str = "edge_tune"
 

@@ -36,6 +36,7 @@ class Run:
     threshold: float
     layers: dict[str, dict[str, float]] = field(default_factory=dict)  # series -> layer -> ms
     params: list[str] = field(default_factory=list)  # tune: the searched parameter names
+    stopped: list[dict[str, Any]] = field(default_factory=list)  # tune: trials stopped early
 
 
 COMPUTE = ("Convolution", "FullyConnected", "MatMul")  # OpenVINO types charged to a layer
@@ -86,8 +87,9 @@ def load_tune(folder: Path) -> Run:
                                             base_names), **layers}
     baseline = {**summary["baseline"], "top1": summary["baseline"]["val_top1"],
                 "method": "baseline"}
+    stopped = [t for t in trials if t["status"] == "stopped"]
     return Run("tune", folder, rows, baseline, summary["threshold"]["top1"], layers,
-               list(summary["search_space"]["bounds"]))
+               list(summary["search_space"]["bounds"]), stopped)
 
 
 def load_run(folder: str | Path) -> Run:
@@ -359,8 +361,10 @@ def write_report(folder: str | Path, wandb: bool = False,
         images["objective"] = plot_objective(run, out / "objective.png")
         if values:
             images["importance"] = plot_importance(values, out / "importance.png")
-        lines += [f"{len(run.rows)} completed trials; threshold validation top-1 "
-                  f"{run.threshold:.2f}%. "
+        lines += [f"{len(run.rows)} completed trials, {len(run.stopped)} stopped early"
+                  + "".join(f"\n- {t['id']} ({format_params(t['params'])}): {t['reason']}"
+                            for t in run.stopped) + "\n\n"
+                  f"Threshold validation top-1 {run.threshold:.2f}%. "
                   "Parameter importance: Spearman rank correlation of each parameter with the "
                   "objective over completed trials (negative: larger values gave lower, better "
                   "objectives): " + ", ".join(f"{k} {v:+.2f}" for k, v in values.items()), ""]

@@ -33,6 +33,7 @@ from edge_tune.train import device_for, evaluate, recalibrate_batchnorm
 
 Log = Callable[[str], None]
 Hook = Callable[[nn.Module], None]
+EpochHook = Callable[[int, nn.Module], None]  # (epochs done, model) after each epoch
 ZERO = 1e-12  # a group whose mean |w| is below this counts as removed (masks write exact 0)
 UNTRACED = "torch-pruning cannot trace the module holding it"
 OUTSIDE = ("its channels leave a block torch-pruning traced alone (the model as a whole "
@@ -324,12 +325,14 @@ def _fire(run: RecipeRun, active: list[Policy], epoch: int,
 def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: float,
                weight_decay: float, batch_size: int, example: torch.Tensor, seed: int = 0,
                log: Log = print, evaluate: Callable[[nn.Module], float] | None = None,
-               after_thinning: Hook | None = None) -> RecipeRun:
+               after_thinning: Hook | None = None,
+               after_epoch: EpochHook | None = None) -> RecipeRun:
     """Fine-tune ``model`` for ``epochs`` epochs while the recipe's policies fire.
 
     With ``epochs`` 0 the epoch-0 actions (prune, thin) happen and nothing trains
     (``dataset`` may then be None). ``after_thinning`` runs on the model after every
-    thinning that removed something.
+    thinning that removed something; ``after_epoch`` after every epoch (masks applied, the
+    model back in train mode when it returns).
     """
     torch.manual_seed(seed)
     device = device_for(model)
@@ -368,6 +371,8 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
                 schedulers[policy.instance].step()
         log(f"epoch {epoch + 1}/{epochs}: loss {total / max(1, count):.4f}, "
             f"policies {[p.instance for p in active]}")
+        if after_epoch is not None:
+            after_epoch(epoch + 1, model)
     if any(i.spec.quantizes for i in recipe.instances.values()):
         run.int8 = True  # post-training: applied to the exported model (NNCF)
     model.eval()
@@ -375,7 +380,8 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
 
 
 def fit_recipe(model: nn.Module, recipe: Recipe, splits: Splits, config: Config, epochs: int,
-               log: Log, report_top1: bool = False) -> RecipeRun:
+               log: Log, report_top1: bool = False,
+               after_epoch: EpochHook | None = None) -> RecipeRun:
     """:func:`run_recipe` with the config's fine-tuning settings and data; BatchNorm
     re-estimated after every thinning; with ``report_top1`` the thinning reports carry test
     top-1 (masked, thinned, re-estimated)."""
@@ -385,7 +391,8 @@ def fit_recipe(model: nn.Module, recipe: Recipe, splits: Splits, config: Config,
                       config.data.batch_size, example, seed=config.baseline.seed, log=log,
                       evaluate=(lambda m: evaluate(m, splits.test)[0]) if report_top1 else None,
                       after_thinning=lambda m: recalibrate_batchnorm(
-                          m, splits.train, f.bn_recalibration_images))
+                          m, splits.train, f.bn_recalibration_images),
+                      after_epoch=after_epoch)
 
 
 def channel_prunable(model: nn.Module, example: torch.Tensor) -> list[str]:

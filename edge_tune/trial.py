@@ -33,7 +33,7 @@ from edge_tune.models import check_model, create_model, model_stages
 from edge_tune.output import log_stderr, new_run_dir, stdout_to_stderr
 from edge_tune.prune import conv_layers, filter_ratios, fine_layers, stage_of
 from edge_tune.recipe import Schedule, schedule_from_params
-from edge_tune.scheduler import RecipeRun, fit_recipe, sparsity_report
+from edge_tune.scheduler import EpochHook, RecipeRun, fit_recipe, sparsity_report
 from edge_tune.train import set_threads
 from edge_tune.verify import table
 
@@ -90,7 +90,8 @@ def schedule_recipe(schedule: Schedule, model: nn.Module, config: Config) -> dic
 
 
 def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Config,
-             log: Log = log_stderr) -> RecipeRun:
+             log: Log = log_stderr, after_epoch: EpochHook | None = None,
+             finetune: bool = True) -> RecipeRun:
     """Run the schedule's recipe on ``model`` in place.
 
     Filters are masked by L1 rank and removed (thinning) at epoch 0, BatchNorm statistics are
@@ -98,18 +99,18 @@ def compress(model: nn.Module, schedule: Schedule, splits: Splits, config: Confi
     """
     recipe = recipe_from_dict(schedule_recipe(schedule, model, config))
     prunes = schedule.prunes_filters or schedule.fine_sparsity > 0
-    epochs = schedule.finetune_epochs if prunes else 0
+    epochs = schedule.finetune_epochs if prunes and finetune else 0
     if epochs:
         log(f"fine-tuning {epochs} epochs")
-    return fit_recipe(model, recipe, splits, config, epochs, log)
+    return fit_recipe(model, recipe, splits, config, epochs, log, after_epoch=after_epoch)
 
 
 def build(model: nn.Module, schedule: Schedule, splits: Splits, config: Config, out: Path,
           baseline_shapes: dict[str, tuple[int, ...]], test: Images, name: str = "model",
-          log: Log = log_stderr) -> Artifact:
+          log: Log = log_stderr, after_epoch: EpochHook | None = None) -> Artifact:
     """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
     start = time.perf_counter()
-    run = compress(model, schedule, splits, config, log)
+    run = compress(model, schedule, splits, config, log, after_epoch)
     artifact = deploy(model, schedule.int8, splits, config, out, baseline_shapes, test, name,
                       {"compress_s": time.perf_counter() - start})
     artifact.thinned = run.thinned

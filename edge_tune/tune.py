@@ -10,6 +10,7 @@ W&B (offline without a key). Ray plumbing is :mod:`edge_tune.cluster`, searchers
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -36,8 +37,8 @@ from edge_tune.actor import model_files
 from edge_tune.baseline import Baseline, prepare_baseline
 from edge_tune.cluster import actor_name, connect, pick_actor, shutdown, start_actors
 from edge_tune.config import Config, config_to_dict, load_config
-from edge_tune.data import Splits, load_data
-from edge_tune.deploy import Images, arrays, deployed_accuracy
+from edge_tune.data import Splits, load_data, take
+from edge_tune.deploy import Images, arrays, deploy_graph, deployed_accuracy
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.models import create_model, model_stages
 from edge_tune.objective import objective
@@ -51,8 +52,9 @@ from edge_tune.output import (
 from edge_tune.recipe import format_params, schedule_from_params
 from edge_tune.searcher import check_searcher, create_searcher
 from edge_tune.space import SearchSpace, check_points, load_space
-from edge_tune.train import set_threads
-from edge_tune.trial import Context, build, plan, write_recipe
+from edge_tune.stopping import EarlyStop
+from edge_tune.train import evaluate, set_threads
+from edge_tune.trial import Context, build, compress, plan, write_recipe
 
 EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
 TRIALS = "trials.jsonl"  # one line per finished trial, appended and flushed as it finishes
@@ -64,6 +66,8 @@ _TUNE_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "ti
 
 # DataConfig -> (Splits, validation images), kept across trials of a reused worker
 _SPLITS: dict[Any, tuple[Splits, Images]] = {}
+PROBE_CALIBRATION = 8  # images: int8 of the latency probe (its graph does not depend on them)
+EPOCH_VAL_IMAGES = 2000  # validation images evaluated (torch, f32) after each epoch
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,7 @@ class Ledger:
 
     @classmethod
     def read(cls, path: Path) -> Ledger:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-            if path.is_file() else []
-        done = [r for r in rows if r["status"] == "completed"]
+        done = [r for r in read_rows(path) if r["status"] in ("completed", "stopped")]
         return cls({r["id"]: r for r in done}, {params_key(r["params"]): r for r in done})
 
     def find(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -97,7 +99,8 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     done = ledger.find(tune.get_context().get_trial_id(), params)
     if done is not None:
         tune.report({**done["metrics"], "replayed_from": done["id"],
-                     "replayed_checkpoint": done["checkpoint"] or ""})
+                     "replayed_checkpoint": done["checkpoint"] or "",
+                     "stopped_reason": done.get("reason") or ""})
         return
     started = time.time()
     config = context.config
@@ -115,36 +118,64 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
+    # Latency first: once filters are removed and int8 is chosen the graph is fixed, so the
+    # graph alone is benchmarked before fine-tuning (which changes weights, not latency) and
+    # reported; the stopper may end a trial that cannot beat the best feasible one here.
+    probe = copy.deepcopy(model)
+    compress(probe, schedule, splits, config, log=lambda _: None, finetune=False)
+    asked = time.time()
+    graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
+                         arrays(splits.train, PROBE_CALIBRATION)[0])
+    graph_s = time.time() - asked
+    del probe
+    asked = time.time()
+    measured = ray.get(pick_actor(context.actors).benchmark.remote(
+        model_files(graph), baseline=list(context.bench_baseline)))
+    model_m, base_m = measured.models["model"], measured.baseline
+    speedup = measured.speedup()
+    latency = {
+        "latency_ratio": 1 / speedup, "threshold_top1": context.threshold_top1,
+        "latency_ms": model_m.latency_ms, "latency_p90_ms": model_m.latency_p90_ms,
+        "fps": model_m.fps, "cv": model_m.cv, "ratio_cv": model_m.ratio_cv,
+        "bench_sessions": model_m.sessions, "baseline_latency_ms": base_m.latency_ms,
+        "speedup": speedup, "bench_wait_s": measured.started - asked,
+        "bench_call": measured.call, "bench_node_id": measured.node_id,
+        "bench_pid": measured.pid, "bench_start": measured.started,
+        "bench_end": measured.ended, "graph_s": graph_s,
+        "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8}
+    # before fine-tuning, accuracy is unknown: val_top1 None, and an objective as if the
+    # threshold held (what the latency alone allows), so every report carries the metric
+    tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
+                 "objective": latency["latency_ratio"]})
+    val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
+    epoch_started = [time.time()]
+
+    def after_epoch(epoch: int, trained: Any) -> None:
+        top1 = evaluate(trained, val_epoch)[0]  # torch, f32, first EPOCH_VAL_IMAGES of val
+        tune.report({**latency, "phase": "epoch", "epoch": epoch, "val_top1": top1,
+                     "epoch_s": time.time() - epoch_started[0],
+                     "objective": objective(top1, model_m.latency_ms, base_m.latency_ms,
+                                            context.threshold_top1)})
+        epoch_started[0] = time.time()
+
     # accuracy on the validation split: the objective, the constraint and the choice of the
     # best use it; test top-1 is measured once, for the reported models (run_tune)
     artifact = build(model, schedule, splits, config, out, context.base_shapes, val,
-                     log=lambda _: None)
+                     log=lambda _: None, after_epoch=after_epoch)
     write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
     _save_ir(artifact.deployed, out)
-    asked = time.time()
-    measured = ray.get(pick_actor(context.actors).benchmark.remote(
-        model_files(artifact.deployed), baseline=list(context.bench_baseline)))
-    model_m, base_m = measured.models["model"], measured.baseline
-    bench.write_layers_csv(model_m.layers, out / "layers.csv")
+    bench.write_layers_csv(model_m.layers, out / "layers.csv")  # the same graph's layers
     bench.write_layers_csv(base_m.layers, out / "baseline_layers.csv")
-    speedup = measured.speedup()
     result = {
+        **latency, "phase": "done", "epoch": schedule.finetune_epochs,
         "objective": objective(artifact.top1, model_m.latency_ms, base_m.latency_ms,
                                context.threshold_top1),
         "val_top1": artifact.top1, "val_top5": artifact.top5,
-        "threshold_top1": context.threshold_top1, "latency_ratio": 1 / speedup,
-        "latency_ms": model_m.latency_ms,
-        "latency_p90_ms": model_m.latency_p90_ms, "fps": model_m.fps, "cv": model_m.cv,
-        "ratio_cv": model_m.ratio_cv, "bench_sessions": model_m.sessions,
-        "baseline_latency_ms": base_m.latency_ms, "baseline_val_top1": context.baseline_top1,
-        "speedup": speedup, "feasible": artifact.top1 >= context.threshold_top1,
-        "macs": artifact.macs, "params": artifact.params, "int8": schedule.int8,
-        "finetune_epochs": schedule.finetune_epochs,
+        "baseline_val_top1": context.baseline_top1,
+        "feasible": artifact.top1 >= context.threshold_top1,
+        "macs": artifact.macs, "params": artifact.params,
         "reached": all(c.reached for c in artifact.verification),
-        "bench_wait_s": measured.started - asked, "bench_call": measured.call,
         "trial_node_id": ray.get_runtime_context().get_node_id(),
-        "bench_node_id": measured.node_id, "bench_pid": measured.pid,
-        "bench_start": measured.started, "bench_end": measured.ended,
         "trial_s": time.time() - started, **artifact.timings,
     }
     tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
@@ -172,14 +203,22 @@ def validate(config: Config, space: SearchSpace, device_here: bool = True) -> No
     check_searcher(config.tune)
 
 
-def trial_row(trial: Any, status: str, error: str | None = None) -> dict[str, Any]:
-    """A finished trial as one trials.jsonl line (our metrics only, Tune's own keys dropped)."""
+def trial_row(trial: Any, status: str, error: str | None = None,
+              reason: str | None = None) -> dict[str, Any]:
+    """A finished trial as one trials.jsonl line (our metrics only, Tune's own keys dropped);
+    ``reason``: why a stopped trial was stopped."""
     result = trial.last_result or {}
     checkpoint = getattr(trial, "checkpoint", None)
     return {"id": trial.trial_id, "status": status, "params": dict(trial.config),
             "metrics": {k: v for k, v in result.items() if k not in _TUNE_KEYS
                         and isinstance(v, int | float | bool | str)},
-            "error": error, "checkpoint": checkpoint.path if checkpoint is not None else None}
+            "error": error, "reason": reason,
+            "checkpoint": checkpoint.path if checkpoint is not None else None}
+
+
+def finished(metrics: dict[str, Any]) -> bool:
+    """Whether a trial's last result is its final one (``phase: done``), not a stop."""
+    return metrics.get("phase") == "done"
 
 
 class Progress(Callback):
@@ -191,9 +230,10 @@ class Progress(Callback):
     unpickles them); the gauge is made on first use, never pickled.
     """
 
-    def __init__(self, total: int, out: Path) -> None:
+    def __init__(self, total: int, out: Path, stopper: EarlyStop) -> None:
         super().__init__()
         self.total, self.ledger = total, str((out / TRIALS).resolve())
+        self.stopper = stopper  # the same object Tune schedules with: its stop reasons
         self.best = float("inf")
         self._gauge: Any = None
 
@@ -213,14 +253,21 @@ class Progress(Callback):
         self._gauge.set(value)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        m = (trial.last_result or {})
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
+        if not finished(m):
+            reason = self.stopper.reasons.get(trial.trial_id) or m.get("stopped_reason") or \
+                "stopped by the scheduler"
+            self._append(trial_row(trial, "stopped", reason=reason))
+            log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
+                       f"{format_params(trial.config)} -> {m.get('speedup', 0):.2f}x, "
+                       f"stopped: {reason}")
+            return
         row = trial_row(trial, "completed")
         self._append(row)
         m = row["metrics"]
-        if "objective" not in m:
-            return
         self.best = min(self.best, float(m["objective"]))
         self._set_gauge(self.best)
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
         log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
                    f"{format_params(trial.config)} -> validation top-1 {m['val_top1']:.2f}%, "
                    f"{m['latency_ms']:.3f} ms, {m['speedup']:.2f}x, objective "
@@ -297,13 +344,16 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
         tuner = _new_tuner(runnable, config, space, out, wandb)
     results = tuner.fit()
     del actors, pinned  # the last handles: the actors end with the experiment
-    finished = sum(1 for i in range(len(results))
-                   if results[i].error is not None or "objective" in (results[i].metrics or {}))
-    if finished < config.tune.num_samples:
-        log_stderr(f"interrupted after {finished} of {config.tune.num_samples} trials; the "
+    stopped = {r["id"]: r.get("reason") for r in read_rows(out / TRIALS)
+               if r["status"] == "stopped"}
+    ended = sum(1 for i in range(len(results))
+                if results[i].error is not None or finished(results[i].metrics or {})
+                or (results[i].metrics or {}).get("trial_id") in stopped)
+    if ended < config.tune.num_samples:
+        log_stderr(f"interrupted after {ended} of {config.tune.num_samples} trials; the "
                    f"state is saved: python -m edge_tune.tune --resume {out}")
         return None
-    summary = collect(results, out, base, threshold_top1, config, space)
+    summary = collect(results, out, base, threshold_top1, config, space, stopped)
     summary["baseline"].update(test_top1=base_test[0], test_top5=base_test[1])
     if summary["best"] is not None:
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
@@ -317,39 +367,65 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
 
 def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
                wandb: bool) -> tune.Tuner:
-    callbacks: list[Any] = [Progress(config.tune.num_samples, out)]
+    stopper = EarlyStop(config.tune.early_stop)
+    callbacks: list[Any] = [Progress(config.tune.num_samples, out, stopper)]
     if wandb:
         callbacks.append(_wandb_callback(config, out, out.name))
     return tune.Tuner(
         runnable, param_space=space.tune_space(),
         tune_config=tune.TuneConfig(search_alg=create_searcher(config.tune, space),
-                                    num_samples=config.tune.num_samples, reuse_actors=True),
+                                    scheduler=stopper, num_samples=config.tune.num_samples,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
             verbose=0))
 
 
-def _row(result: Any) -> dict[str, Any]:
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The lines of a trials.jsonl (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _row(result: Any, stopped: dict[str, str | None]) -> dict[str, Any]:
     metrics = {k: v for k, v in (result.metrics or {}).items()
                if isinstance(v, int | float | bool | str) and k != "config"}
     checkpoint = metrics.pop("replayed_checkpoint", None) or (
         None if result.checkpoint is None else result.checkpoint.path)
-    return {"id": metrics.get("trial_id") or Path(result.path).name,
-            "status": "error" if result.error else "completed", "params": result.config,
-            "metrics": metrics, "error": None if result.error is None else _one_line(result.error),
-            "checkpoint": checkpoint}
+    trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+    status = "error" if result.error else "completed" if finished(metrics) else "stopped"
+    reason = (stopped.get(trial_id) or metrics.get("stopped_reason") or "stopped by the "
+              "scheduler") if status == "stopped" else None
+    return {"id": trial_id, "status": status, "params": result.config, "metrics": metrics,
+            "error": None if result.error is None else _one_line(result.error),
+            "reason": reason, "checkpoint": checkpoint}
+
+
+def seconds_saved(rows: list[dict[str, Any]]) -> float:
+    """Fine-tuning time the stopped trials did not spend (s): their epochs left times the
+    median seconds per epoch of the completed trials."""
+    per_epoch = [r["metrics"]["compress_s"] / r["metrics"]["finetune_epochs"] for r in rows
+                 if r["status"] == "completed" and r["metrics"].get("finetune_epochs")
+                 and "compress_s" in r["metrics"]]
+    if not per_epoch:
+        return 0.0
+    left = sum(int(r["metrics"].get("finetune_epochs", 0)) - int(r["metrics"].get("epoch", 0))
+               for r in rows if r["status"] == "stopped")
+    return float(left * np.median(per_epoch))
 
 
 def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, config: Config,
-            space: SearchSpace) -> dict[str, Any]:
+            space: SearchSpace, stopped: dict[str, str | None]) -> dict[str, Any]:
     """trials.jsonl (rewritten whole, one line per trial), the best trial's artifacts in
     ``out/best``, and the summary dict."""
-    rows = [_row(result) for result in results]
+    rows = [_row(result, stopped) for result in results]
     with (out / TRIALS).open("w") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-    done = [r for r in rows if r["status"] == "completed" and "objective" in r["metrics"]]
+    done = [r for r in rows if r["status"] == "completed"]
+    halted = [r for r in rows if r["status"] == "stopped"]
     best = min(done, key=lambda r: r["metrics"]["objective"]) if done else None
     feasible = [r for r in done if r["metrics"].get("feasible")]
     summary: dict[str, Any] = {
@@ -361,7 +437,9 @@ def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, conf
                       "max_drop": config.tune.threshold.max_drop},
         "search_space": {"source": space.source, "bounds": space.bounds},
         "searcher": config.tune.searcher,
-        "trials_completed": len(done), "trials_errored": len(rows) - len(done),
+        "trials_completed": len(done), "trials_stopped": len(halted),
+        "trials_errored": len(rows) - len(done) - len(halted),
+        "seconds_saved_by_stopping": seconds_saved(rows),
         "trials_replayed": sum(1 for r in done if "replayed_from" in r["metrics"]),
         "trials_feasible": len(feasible), "best": None,
     }
@@ -408,7 +486,9 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
         print(f"best params: {format_params(best['params'])}")
     print(f"threshold validation top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
           f"{summary['trials_completed']} completed ({summary['trials_feasible']} above the "
-          f"threshold), {summary['trials_errored']} errored")
+          f"threshold), {summary['trials_stopped']} stopped early (about "
+          f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
+          f"{summary['trials_errored']} errored")
     print(f"run directory: {out} (summary.json, {TRIALS}, best/)")
 
 

@@ -156,7 +156,7 @@ def test_multi_node_placement_spread_and_metrics(tmp_path: Path, small_config: d
         ports = [int(n["MetricsExportPort"]) for n in ray.nodes() if n["Alive"]]
         config = {**small_config, "tune": {"search_space": "default", "max_concurrent": 2,
                                            "random_steps": 3, "trial_gpus": 1,
-                                           "trial_cpus": 1}}
+                                           "trial_cpus": 1, "early_stop": False}}
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
         seen: set[str] = set()
         stop = threading.Event()

@@ -65,7 +65,9 @@ def _busy(run: Tune, title: str, timeout: float = 120) -> list[psutil.Process]:
 
 
 def _tune_config(tmp_path: Path, small_config: dict, **overrides: object) -> str:
-    tune = {"search_space": "default", "random_steps": 2, "max_concurrent": 1}
+    # early_stop off: these tests count trials that complete or fail
+    tune = {"search_space": "default", "random_steps": 2, "max_concurrent": 1,
+            "early_stop": False}
     config = {**small_config, **overrides}
     config["tune"] = {**tune, **config.get("tune", {})}
     path = tmp_path / "c.yaml"
@@ -174,7 +176,8 @@ def test_a_trial_that_raises_is_recorded_and_the_others_complete(tmp_path: Path,
         "points_to_evaluate": points}))
     config = _tune_config(tmp_path, small_config,
                           finetune={"epochs": 1, "lr": 10.0, "weight_decay": 1.0},
-                          tune={"search_space": str(space), "random_steps": 2})
+                          tune={"search_space": str(space), "random_steps": 2,
+                                "early_stop": False})
     out = tmp_path / "run"
     run = Tune("--config", config, "--num-samples", "2", "--no-wandb", "--output", str(out))
     try:

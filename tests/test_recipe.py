@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from edge_tune.errors import UserError
-from edge_tune.recipe import PARAMETERS, schedule_from_params
+from edge_tune.recipe import PARAMETERS, format_params, schedule_from_params
 
 STAGES = ("layer1", "layer2", "layer3")
 
@@ -67,3 +67,9 @@ def test_recipe_is_distiller_shaped_yaml() -> None:
 def test_every_parameter_is_documented() -> None:
     for name, spec in PARAMETERS.items():
         assert spec.doc and spec.low < spec.high, name
+
+
+def test_params_read_as_a_person_would() -> None:
+    assert format_params({"filter_ratio": 0.456, "int8": 0.6, "finetune_epochs": 5.0}) == \
+        "filter_ratio=0.46, int8=on, finetune_epochs=5"
+    assert "int8=off" in format_params({"int8": 0.0})

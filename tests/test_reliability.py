@@ -38,8 +38,9 @@ def _state(out: Path) -> dict[str, tuple[str, dict]]:
 
 
 def _config(tmp_path: Path, small_config: dict, **tune: object) -> str:
+    # early_stop off: these tests count trials that complete, error or resume
     config = {**small_config, "tune": {"search_space": "default", "random_steps": 2,
-                                       "max_concurrent": 1, **tune}}
+                                       "max_concurrent": 1, "early_stop": False, **tune}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
