@@ -72,6 +72,7 @@ def build_table(config: Any, folder: Path) -> dict[str, Any]:
           f"{threshold:.2f}%", file=sys.stderr, flush=True)
     points: dict[str, dict[str, float]] = {}
     graphs: dict[str, Path] = {}
+    files: dict[str, Path] = {}
     start, total = time.time(), len(RATIOS) * len(EPOCHS)
     for done, (ratio, epochs) in enumerate(itertools.product(RATIOS, EPOCHS), 1):
         schedule = schedule_from_params({"filter_ratio": ratio, "finetune_epochs": epochs},
@@ -83,9 +84,8 @@ def build_table(config: Any, folder: Path) -> dict[str, Any]:
             out.mkdir(parents=True)
             art = deploy(model, bool(int8), splits, config, out, base.shapes, val)
             graphs.setdefault(f"{ratio:.1f}/{int8}", art.deployed)
-            points[_key(ratio, int8, epochs)] = {
-                "val_top1": art.top1,
-                "test_top1": deployed_accuracy(art.deployed, test, config.bench)[0]}
+            files[_key(ratio, int8, epochs)] = art.deployed
+            points[_key(ratio, int8, epochs)] = {"val_top1": art.top1}
         eta = (time.time() - start) / done * (total - done)
         print(f"table {done}/{total}: ratio {ratio}, {epochs} epochs -> val "
               f"{points[_key(ratio, 0, epochs)]['val_top1']:.2f}% f32, "
@@ -99,6 +99,11 @@ def build_table(config: Any, folder: Path) -> dict[str, Any]:
         model_ms = measured[f"{ratio}/{int8}"].latency_ms
         point.update(latency_ms=model_ms, speedup=base_ms / model_ms,
                      objective=objective(point["val_top1"], model_ms, base_ms, threshold))
+    # test top-1 once, for the point a search is after: the fastest feasible one
+    best = max((k for k, p in points.items() if p["val_top1"] >= threshold),
+               key=lambda k: points[k]["speedup"], default=None)
+    if best is not None:
+        points[best]["test_top1"] = deployed_accuracy(files[best], test, config.bench)[0]
     return {"threshold": threshold, "baseline_val_top1": base.artifact.top1,
             "baseline_test_top1": base_test, "baseline_latency_ms": base_ms,
             "epochs": EPOCHS, "ratios": RATIOS, "points": points}
@@ -249,7 +254,7 @@ def main() -> None:
     plot(curves, target, png)
     body = "\n".join([
         f"ResNet-20 on Fashion-MNIST ([examples/fashion_mnist.yaml]"
-        "(examples/fashion_mnist.yaml): 6,000 training images, validation 9,000, test "
+        "(examples/fashion_mnist.yaml): 2,000 training images, validation 9,000, test "
         f"10,000). {len(table['points'])} grid points (filter ratio x int8 x fine-tuning "
         "epochs) run for real once; every graph's latency measured in one interleaved "
         f"session. Baseline validation top-1 {table['baseline_val_top1']:.2f}% (test "

@@ -51,6 +51,7 @@ class Observation:
     x: tuple[float, ...]  # every parameter scaled to [0, 1], the space's order
     ratio: float  # latency ratio, model / baseline
     top1: float | None  # validation top-1 (percent); None: stopped before it was measured
+    final: bool = True  # False: stopped during fine-tuning, top1 is a lower bound
 
 
 def _gp(dims: int, seed: int) -> GaussianProcessRegressor:
@@ -198,10 +199,16 @@ class ConstrainedBayesOpt(Searcher):
         constraint._model = [_gp(len(self.names), self.seed)]  # the same process as the target
         cs = np.array([np.nan if o.top1 is None else o.top1 for o in self.observed])
         known = ~np.isnan(cs)
+        partial = known & np.array([not o.final for o in self.observed])
+        exact = known & ~partial
+        below = float(self.threshold or 0.0) - 0.01
         if known.any():
-            constraint.fit(xs[known], cs[known])
-            if not known.all():
-                cs[~known] = constraint.approx(xs[~known]).reshape(-1)
+            constraint.fit(xs[exact if exact.any() else known], cs[exact if exact.any()
+                                                                    else known])
+            guess = constraint.approx(xs).reshape(-1)
+            cs[~known] = guess[~known]
+            # stopped mid-way: at least what it had, at most just under the threshold
+            cs[partial] = np.minimum(np.maximum(cs[partial], guess[partial]), below)
         else:  # only latencies so far: no information about accuracy
             cs[:] = float(self.threshold or 0.0)
         target = _gp(len(self.names), self.seed)
@@ -228,7 +235,8 @@ class ConstrainedBayesOpt(Searcher):
         self.threshold = float(result[THRESHOLD])
         top1 = result.get(TOP1)
         self.observed.append(Observation(x, float(result[RATIO]),
-                                         None if top1 is None else float(top1)))
+                                         None if top1 is None else float(top1),
+                                         final=result.get("phase", "done") == "done"))
 
     def save(self, checkpoint_path: str) -> None:
         """Observations, trials in flight and the random state; processes are refitted."""
@@ -247,6 +255,10 @@ class PenaltyBayesOpt(BayesOptSearch):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         live = trial_id in self._live_trial_mapping
+        if result and result.get("phase") == "latency":
+            # stopped before fine-tuning: its objective (the ratio, as if feasible) says
+            # nothing about accuracy, so it is dropped like an error
+            result, error = None, True
         super().on_trial_complete(trial_id, result, error)
         warming_up = len(self._buffered_trial_results) < self.random_search_trials
         if live and (error or result is None) and warming_up:

@@ -16,6 +16,7 @@ bounds must lie inside each parameter's valid range, low < high.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -82,6 +83,8 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
         if not low < high:
             raise UserError(f"{path}: bounds inverted or empty, expected low < high, "
                             f"got [{low}, {high}]")
+        if param_spec(name).integer and math.ceil(low) > math.floor(high):
+            raise UserError(f"{path}: no whole number in [{low}, {high}]; {name} is an integer")
         bounds[name] = (float(low), float(high))
     if not bounds:
         raise UserError(f"{key}.parameters: empty; name at least one of {', '.join(PARAMETERS)}")

@@ -56,6 +56,8 @@ class EarlyStop(FIFOScheduler):
         if phase != "epoch" or result.get("val_top1") is None:
             return None
         epoch, epochs = int(result["epoch"]), int(result["finetune_epochs"])
+        if epoch == 1:
+            self.seen[trial_id] = []  # a retried trial starts its curve again
         fraction, top1 = epoch / max(1, epochs), float(result["val_top1"])
         self.seen.setdefault(trial_id, []).append((fraction, top1))
         if epoch >= epochs or self.curves < MIN_CURVES:
@@ -70,6 +72,19 @@ class EarlyStop(FIFOScheduler):
                     f"largest gain seen from there (+{max(near):.2f}) and {SLACK} points "
                     f"leave it under the threshold {threshold:.2f}%")
         return None
+
+    def state(self) -> dict[str, Any]:
+        """What it learnt (saved with the tuner's callback state, restored on resume)."""
+        return {"best_ratio": self.best_ratio, "gains": list(self.gains),
+                "curves": self.curves, "reasons": dict(self.reasons)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best_ratio, self.gains = state["best_ratio"], list(state["gains"])
+        self.curves, self.reasons = state["curves"], dict(state["reasons"])
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.seen.pop(trial.trial_id, None)
+        super().on_trial_error(tune_controller, trial)
 
     def on_trial_complete(self, tune_controller: Any, trial: Any,
                           result: dict[str, Any]) -> None:

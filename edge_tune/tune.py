@@ -118,68 +118,76 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
-    # Latency first: once filters are removed and int8 is chosen the graph is fixed, so the
-    # graph alone is benchmarked before fine-tuning (which changes weights, not latency) and
-    # reported; the stopper may end a trial that cannot beat the best feasible one here.
-    probe = copy.deepcopy(model)
-    compress(probe, schedule, splits, config, log=lambda _: None, finetune=False)
-    asked = time.time()
-    graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
-                         arrays(splits.train, PROBE_CALIBRATION)[0])
-    graph_s = time.time() - asked
-    del probe
-    asked = time.time()
-    measured = ray.get(pick_actor(context.actors).benchmark.remote(
-        model_files(graph), baseline=list(context.bench_baseline)))
-    model_m, base_m = measured.models["model"], measured.baseline
-    speedup = measured.speedup()
-    latency = {
-        "latency_ratio": 1 / speedup, "threshold_top1": context.threshold_top1,
-        "latency_ms": model_m.latency_ms, "latency_p90_ms": model_m.latency_p90_ms,
-        "fps": model_m.fps, "cv": model_m.cv, "ratio_cv": model_m.ratio_cv,
-        "bench_sessions": model_m.sessions, "baseline_latency_ms": base_m.latency_ms,
-        "speedup": speedup, "bench_wait_s": measured.started - asked,
-        "bench_call": measured.call, "bench_node_id": measured.node_id,
-        "bench_pid": measured.pid, "bench_start": measured.started,
-        "bench_end": measured.ended, "graph_s": graph_s,
-        "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8}
-    # before fine-tuning, accuracy is unknown: val_top1 None, and an objective as if the
-    # threshold held (what the latency alone allows), so every report carries the metric
-    tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
-                 "objective": latency["latency_ratio"]})
-    val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
-    epoch_started = [time.time()]
+    try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
+        # Latency first: once filters are removed and int8 is chosen the graph is fixed, so the
+        # graph alone is benchmarked before fine-tuning (which changes weights, not latency) and
+        # reported; the stopper may end a trial that cannot beat the best feasible one here.
+        probe = copy.deepcopy(model)
+        compress(probe, schedule, splits, config, log=lambda _: None, finetune=False)
+        asked = time.time()
+        graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
+                             arrays(splits.train, PROBE_CALIBRATION)[0])
+        graph_s = time.time() - asked
+        del probe
+        asked = time.time()
+        measured = ray.get(pick_actor(context.actors).benchmark.remote(
+            model_files(graph), baseline=list(context.bench_baseline)))
+        for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
+            probe_file.unlink()
+        model_m, base_m = measured.models["model"], measured.baseline
+        speedup = measured.speedup()
+        latency = {
+            "latency_ratio": 1 / speedup, "threshold_top1": context.threshold_top1,
+            "latency_ms": model_m.latency_ms, "latency_p90_ms": model_m.latency_p90_ms,
+            "fps": model_m.fps, "cv": model_m.cv, "ratio_cv": model_m.ratio_cv,
+            "bench_sessions": model_m.sessions, "baseline_latency_ms": base_m.latency_ms,
+            "speedup": speedup, "bench_wait_s": measured.started - asked,
+            "bench_call": measured.call, "bench_node_id": measured.node_id,
+            "bench_pid": measured.pid, "bench_start": measured.started,
+            "bench_end": measured.ended, "graph_s": graph_s,
+            "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8,
+            # whether it fine-tunes at all: a schedule that removes nothing does not
+            "finetunes": schedule.prunes_filters or schedule.fine_sparsity > 0}
+        # before fine-tuning, accuracy is unknown: val_top1 None, and an objective as if the
+        # threshold held (what the latency alone allows), so every report carries the metric
+        tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
+                     "objective": latency["latency_ratio"]})
+        val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
+        epoch_started = [time.time()]
+        epochs_run: list[int] = []
 
-    def after_epoch(epoch: int, trained: Any) -> None:
-        top1 = evaluate(trained, val_epoch)[0]  # torch, f32, first EPOCH_VAL_IMAGES of val
-        tune.report({**latency, "phase": "epoch", "epoch": epoch, "val_top1": top1,
-                     "epoch_s": time.time() - epoch_started[0],
-                     "objective": objective(top1, model_m.latency_ms, base_m.latency_ms,
-                                            context.threshold_top1)})
-        epoch_started[0] = time.time()
+        def after_epoch(epoch: int, trained: Any) -> None:
+            top1 = evaluate(trained, val_epoch)[0]  # torch, f32, first EPOCH_VAL_IMAGES of val
+            tune.report({**latency, "phase": "epoch", "epoch": epoch, "val_top1": top1,
+                         "epoch_s": time.time() - epoch_started[0],
+                         "objective": objective(top1, model_m.latency_ms, base_m.latency_ms,
+                                                context.threshold_top1)})
+            epoch_started[0] = time.time()
+            epochs_run.append(epoch)
 
-    # accuracy on the validation split: the objective, the constraint and the choice of the
-    # best use it; test top-1 is measured once, for the reported models (run_tune)
-    artifact = build(model, schedule, splits, config, out, context.base_shapes, val,
-                     log=lambda _: None, after_epoch=after_epoch)
-    write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
-    _save_ir(artifact.deployed, out)
-    bench.write_layers_csv(model_m.layers, out / "layers.csv")  # the same graph's layers
-    bench.write_layers_csv(base_m.layers, out / "baseline_layers.csv")
-    result = {
-        **latency, "phase": "done", "epoch": schedule.finetune_epochs,
-        "objective": objective(artifact.top1, model_m.latency_ms, base_m.latency_ms,
-                               context.threshold_top1),
-        "val_top1": artifact.top1, "val_top5": artifact.top5,
-        "baseline_val_top1": context.baseline_top1,
-        "feasible": artifact.top1 >= context.threshold_top1,
-        "macs": artifact.macs, "params": artifact.params,
-        "reached": all(c.reached for c in artifact.verification),
-        "trial_node_id": ray.get_runtime_context().get_node_id(),
-        "trial_s": time.time() - started, **artifact.timings,
-    }
-    tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
-    shutil.rmtree(out, ignore_errors=True)
+        # accuracy on the validation split: the objective, the constraint and the choice of the
+        # best use it; test top-1 is measured once, for the reported models (run_tune)
+        artifact = build(model, schedule, splits, config, out, context.base_shapes, val,
+                         log=lambda _: None, after_epoch=after_epoch)
+        write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
+        _save_ir(artifact.deployed, out)
+        bench.write_layers_csv(model_m.layers, out / "layers.csv")  # the same graph's layers
+        bench.write_layers_csv(base_m.layers, out / "baseline_layers.csv")
+        result = {
+            **latency, "phase": "done", "epoch": len(epochs_run), "epochs_run": len(epochs_run),
+            "objective": objective(artifact.top1, model_m.latency_ms, base_m.latency_ms,
+                                   context.threshold_top1),
+            "val_top1": artifact.top1, "val_top5": artifact.top5,
+            "baseline_val_top1": context.baseline_top1,
+            "feasible": artifact.top1 >= context.threshold_top1,
+            "macs": artifact.macs, "params": artifact.params,
+            "reached": all(c.reached for c in artifact.verification),
+            "trial_node_id": ray.get_runtime_context().get_node_id(),
+            "trial_s": time.time() - started, **artifact.timings,
+        }
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _save_ir(deployed: Path, out: Path) -> None:
@@ -239,6 +247,14 @@ class Progress(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_gauge": None}
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Tune's callback checkpoint: the stopper's evidence (best feasible ratio, gains)."""
+        return {"stopper": self.stopper.state(), "best": self.best}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.stopper.load(state["stopper"])
+        self.best = state["best"]
 
     def _append(self, row: dict[str, Any]) -> None:
         with open(self.ledger, "a") as handle:
@@ -355,7 +371,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
         return None
     summary = collect(results, out, base, threshold_top1, config, space, stopped)
     summary["baseline"].update(test_top1=base_test[0], test_top5=base_test[1])
-    if summary["best"] is not None:
+    if summary["best"] is not None and (out / "best").is_dir():
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
         summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
@@ -406,13 +422,13 @@ def _row(result: Any, stopped: dict[str, str | None]) -> dict[str, Any]:
 def seconds_saved(rows: list[dict[str, Any]]) -> float:
     """Fine-tuning time the stopped trials did not spend (s): their epochs left times the
     median seconds per epoch of the completed trials."""
-    per_epoch = [r["metrics"]["compress_s"] / r["metrics"]["finetune_epochs"] for r in rows
-                 if r["status"] == "completed" and r["metrics"].get("finetune_epochs")
+    per_epoch = [r["metrics"]["compress_s"] / r["metrics"]["epochs_run"] for r in rows
+                 if r["status"] == "completed" and r["metrics"].get("epochs_run")
                  and "compress_s" in r["metrics"]]
     if not per_epoch:
         return 0.0
     left = sum(int(r["metrics"].get("finetune_epochs", 0)) - int(r["metrics"].get("epoch", 0))
-               for r in rows if r["status"] == "stopped")
+               for r in rows if r["status"] == "stopped" and r["metrics"].get("finetunes"))
     return float(left * np.median(per_epoch))
 
 
@@ -440,7 +456,7 @@ def collect(results: Any, out: Path, base: Baseline, threshold_top1: float, conf
         "trials_completed": len(done), "trials_stopped": len(halted),
         "trials_errored": len(rows) - len(done) - len(halted),
         "seconds_saved_by_stopping": seconds_saved(rows),
-        "trials_replayed": sum(1 for r in done if "replayed_from" in r["metrics"]),
+        "trials_replayed": sum(1 for r in done + halted if "replayed_from" in r["metrics"]),
         "trials_feasible": len(feasible), "best": None,
     }
     if best is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_tune.bayesopt import ConstrainedBayesOpt
@@ -74,11 +75,17 @@ def test_stopped_and_errored_trials() -> None:
     for i in range(4):
         s.on_trial_complete(str(i), measure(s.suggest(str(i))))
     stopped = s.suggest("stopped")
-    s.on_trial_complete("stopped", {**measure(stopped), "val_top1": None})
+    s.on_trial_complete("stopped", {**measure(stopped), "val_top1": None,
+                                    "phase": "latency"})
     assert s.observed[-1].top1 is None  # its latency counts, its accuracy is predicted
+    cut = s.suggest("cut")  # stopped after an epoch: its top-1 then is a lower bound
+    s.on_trial_complete("cut", {**measure(cut), "val_top1": 50.0, "phase": "epoch"})
+    assert s.observed[-1].top1 == 50.0 and not s.observed[-1].final
+    _, constraint = s._fit()
+    assert constraint.approx(np.array([s.observed[-1].x])).item() > 50.0
     s.suggest("errored")
     s.on_trial_complete("errored", None, error=True)
-    assert len(s.observed) == 5 and not s.live
+    assert len(s.observed) == 6 and not s.live
     assert s.suggest("next") is not None
 
 
