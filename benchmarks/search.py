@@ -14,7 +14,9 @@ tuner ran it before), ``random``, and a 16-point hand grid in shuffled order.
 Prints (and writes to BENCHMARKS.md) the best feasible speed-up after k trials, the trials each
 needed to reach 95% of the table's best, the table, and a best-so-far plot.
 
-    python benchmarks/search.py --table table.json   # ~35 min on 2 cores; reuses table.json
+    python benchmarks/search.py --table t.json      # builds t.json (~33 min on 2 cores), then
+                                                    # the searchers on it (~4 min)
+    python benchmarks/search.py --table benchmarks/search_table.json  # the measured table
 """
 
 from __future__ import annotations
