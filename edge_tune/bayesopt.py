@@ -5,8 +5,9 @@ measures instead of a penalty cliff: the latency ratio (model / baseline, lower 
 the target, validation top-1 >= threshold a constraint with its own Gaussian process
 (bayes_opt's ``ConstraintModel``). The acquisition is expected improvement over the best
 *feasible* ratio times the probability of feasibility (Gardner et al., 2014); before any trial
-is feasible it is the probability of feasibility alone. A choice parameter (``int8``: off/on)
-gets one pair of processes per value; the value whose best point scores highest is proposed.
+is feasible it is the highest optimistic top-1 (mean + KAPPA std of top-1 itself). A choice
+parameter (``int8``: off/on) is a dimension of both processes; the acquisition is maximised
+with it pinned to each value and the value whose best point scores highest is proposed.
 Integer parameters (``finetune_epochs``) are rounded before they are scored and run.
 Parameters are scaled to [0, 1] so one kernel length fits every dimension.
 
@@ -41,7 +42,6 @@ from edge_tune.objective import METRIC, MODE
 RATIO, TOP1, THRESHOLD = "latency_ratio", "val_top1", "threshold_top1"
 XI = 0.01  # expected improvement's exploration margin, in latency-ratio units
 KAPPA = 2.0  # standard deviations of optimism about top-1 while nothing is feasible
-
 
 
 @dataclass(frozen=True)
@@ -153,10 +153,10 @@ class ConstrainedBayesOpt(Searcher):
         """The choice values tried least so far (random among ties)."""
         if not self.arms:
             return {}
-        tried = [o.x for o in self.observed] + list(self.live.values())
-        counts = [sum(all(abs(x[self.names.index(n)] - c[self.names.index(n)][0]) < 1e-9
-                          for n in arm) for x in tried)
-                  for arm, c in ((arm, self._cube(arm)) for arm in self.arms)]
+        tried = [self._params(np.asarray(x)) for x in
+                 [o.x for o in self.observed] + list(self.live.values())]
+        counts = [sum(all(p[n] == v for n, v in arm.items()) for p in tried)
+                  for arm in self.arms]
         fewest = [arm for arm, c in zip(self.arms, counts, strict=True) if c == min(counts)]
         return fewest[self.rng.randint(len(fewest))]
 

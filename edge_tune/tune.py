@@ -224,6 +224,11 @@ def trial_row(trial: Any, status: str, error: str | None = None,
             "checkpoint": checkpoint.path if checkpoint is not None else None}
 
 
+def stop_reason(recorded: str | None, metrics: dict[str, Any]) -> str:
+    """Why a trial stopped: what the stopper recorded, else what a replayed result carries."""
+    return recorded or metrics.get("stopped_reason") or "stopped by the scheduler"
+
+
 def finished(metrics: dict[str, Any]) -> bool:
     """Whether a trial's last result is its final one (``phase: done``), not a stop."""
     return metrics.get("phase") == "done"
@@ -272,8 +277,7 @@ class Progress(Callback):
         m = (trial.last_result or {})
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
         if not finished(m):
-            reason = self.stopper.reasons.get(trial.trial_id) or m.get("stopped_reason") or \
-                "stopped by the scheduler"
+            reason = stop_reason(self.stopper.reasons.get(trial.trial_id), m)
             self._append(trial_row(trial, "stopped", reason=reason))
             log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
                        f"{format_params(trial.config)} -> {m.get('speedup', 0):.2f}x, "
@@ -412,8 +416,7 @@ def _row(result: Any, stopped: dict[str, str | None]) -> dict[str, Any]:
         None if result.checkpoint is None else result.checkpoint.path)
     trial_id = str(metrics.get("trial_id") or Path(result.path).name)
     status = "error" if result.error else "completed" if finished(metrics) else "stopped"
-    reason = (stopped.get(trial_id) or metrics.get("stopped_reason") or "stopped by the "
-              "scheduler") if status == "stopped" else None
+    reason = stop_reason(stopped.get(trial_id), metrics) if status == "stopped" else None
     return {"id": trial_id, "status": status, "params": result.config, "metrics": metrics,
             "error": None if result.error is None else _one_line(result.error),
             "reason": reason, "checkpoint": checkpoint}
