@@ -89,11 +89,14 @@ def deploy_graph(model: nn.Module, int8: bool, image_size: int, out: Path,
                  calibration: np.ndarray) -> Path:
     """The graph the device will run, before fine-tuning, for a latency measurement:
     fine-tuning changes weights, not latency. int8 is calibrated on the few ``calibration``
-    images (the graph NNCF writes does not depend on them); nothing is verified or evaluated."""
+    images without bias correction (the graph NNCF writes depends on neither); nothing is
+    verified or evaluated."""
     cpu_model = copy.deepcopy(model).cpu().eval()
     onnx_path = export_onnx(cpu_model, torch.zeros(1, 3, image_size, image_size),
                             out / "probe.onnx")
-    return quantize(onnx_path, out / "probe_int8.xml", calibration) if int8 else onnx_path
+    if not int8:
+        return onnx_path
+    return quantize(onnx_path, out / "probe_int8.xml", calibration, bias_correction=False)
 
 
 def verdict(checks: list[LayerCheck], removes_structures: bool,

@@ -33,12 +33,12 @@ from ray.tune import Callback
 from ray.util import metrics
 
 from edge_tune import bench
-from edge_tune.actor import model_files
+from edge_tune.actor import BenchCall, model_files
 from edge_tune.baseline import Baseline, prepare_baseline
 from edge_tune.cluster import actor_name, connect, pick_actor, shutdown, start_actors
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data, take
-from edge_tune.deploy import Images, arrays, deploy_graph, deployed_accuracy
+from edge_tune.deploy import Artifact, Images, arrays, deploy_graph, deployed_accuracy
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.models import create_model, model_stages
 from edge_tune.objective import objective
@@ -49,7 +49,7 @@ from edge_tune.output import (
     wandb_environment,
     wandb_mode,
 )
-from edge_tune.recipe import format_params, schedule_from_params
+from edge_tune.recipe import Schedule, format_params, schedule_from_params
 from edge_tune.searcher import check_searcher, create_searcher
 from edge_tune.space import SearchSpace, check_points, load_space
 from edge_tune.stopping import EarlyStop
@@ -91,10 +91,14 @@ def params_key(params: dict[str, Any]) -> str:
 
 
 def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> None:
-    """One Ray Tune trial: a plain chain of the stage functions, then one report.
+    """One Ray Tune trial, latency first: a plain chain of the stage functions.
 
-    A trial the ledger holds as finished (a resumed run whose state missed it) reports its
-    recorded result again instead of running twice.
+    The graph is fixed once filters are removed and int8 is chosen; fine-tuning changes
+    weights, not latency. So the graph is benchmarked and reported first (the stopper may end a
+    trial that cannot beat the best feasible one there), then each fine-tuning epoch reports
+    validation top-1 (the stopper may end a curve that cannot reach the threshold), then the
+    deployed model's accuracy and files. A trial the ledger holds as finished (a resumed run
+    whose state missed it) reports its recorded result again instead of running twice.
     """
     done = ledger.find(tune.get_context().get_trial_id(), params)
     if done is not None:
@@ -106,88 +110,123 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     config = context.config
     # the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
+    splits, val = _data(config)
+    model = _base_model(context, splits.num_classes)
+    schedule = schedule_from_params(params, model_stages(config.model), config.finetune.epochs)
+    out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
+    try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
+        measured, latency = probe_latency(model, schedule, splits, context, out)
+        tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
+                     "objective": latency["latency_ratio"]})
+        artifact, epochs_run = fine_tune(model, schedule, splits, context, out, val, latency)
+        result = _final_result(artifact, context, latency, epochs_run, started)
+        _write_files(artifact, model, schedule, config, measured, out)
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _data(config: Config) -> tuple[Splits, Images]:
+    """The splits and the validation images, loaded once per worker process."""
     if config.data not in _SPLITS:
         _SPLITS.clear()
         loaded = load_data(config.data)
         _SPLITS[config.data] = loaded, arrays(loaded.val)
-    splits, val = _SPLITS[config.data]
-    model = create_model(config.model, splits.num_classes)
+    return _SPLITS[config.data]
+
+
+def _base_model(context: Context, num_classes: int) -> torch.nn.Module:
+    """The baseline, on the trial's GPU when it asked for one and its node has one."""
+    model = create_model(context.config.model, num_classes)
     model.load_state_dict(context.base_state)
-    if config.tune.trial_gpus > 0 and torch.cuda.is_available():
+    if context.config.tune.trial_gpus > 0 and torch.cuda.is_available():
         model.cuda()
-    schedule = schedule_from_params(params, model_stages(config.model),
-                                    config.finetune.epochs)
-    out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
-    try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
-        # Latency first: once filters are removed and int8 is chosen the graph is fixed, so the
-        # graph alone is benchmarked before fine-tuning (which changes weights, not latency) and
-        # reported; the stopper may end a trial that cannot beat the best feasible one here.
-        probe = copy.deepcopy(model)
-        compress(probe, schedule, splits, config, log=lambda _: None, finetune=False)
-        asked = time.time()
-        graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
-                             arrays(splits.train, PROBE_CALIBRATION)[0])
-        graph_s = time.time() - asked
-        del probe
-        asked = time.time()
-        measured = ray.get(pick_actor(context.actors).benchmark.remote(
-            model_files(graph), baseline=list(context.bench_baseline)))
-        for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
-            probe_file.unlink()
-        model_m, base_m = measured.models["model"], measured.baseline
-        speedup = measured.speedup()
-        latency = {
-            "latency_ratio": 1 / speedup, "threshold_top1": context.threshold_top1,
-            "latency_ms": model_m.latency_ms, "latency_p90_ms": model_m.latency_p90_ms,
-            "fps": model_m.fps, "cv": model_m.cv, "ratio_cv": model_m.ratio_cv,
-            "bench_sessions": model_m.sessions, "baseline_latency_ms": base_m.latency_ms,
-            "speedup": speedup, "bench_wait_s": measured.started - asked,
-            "bench_call": measured.call, "bench_node_id": measured.node_id,
-            "bench_pid": measured.pid, "bench_start": measured.started,
-            "bench_end": measured.ended, "graph_s": graph_s,
-            "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8,
-            # whether it fine-tunes at all: a schedule that removes nothing does not
-            "finetunes": schedule.prunes_filters or schedule.fine_sparsity > 0}
-        # before fine-tuning, accuracy is unknown: val_top1 None, and an objective as if the
-        # threshold held (what the latency alone allows), so every report carries the metric
-        tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
-                     "objective": latency["latency_ratio"]})
-        val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
-        epoch_started = [time.time()]
-        epochs_run: list[int] = []
+    return model
 
-        def after_epoch(epoch: int, trained: Any) -> None:
-            top1 = evaluate(trained, val_epoch)[0]  # torch, f32, first EPOCH_VAL_IMAGES of val
-            tune.report({**latency, "phase": "epoch", "epoch": epoch, "val_top1": top1,
-                         "epoch_s": time.time() - epoch_started[0],
-                         "objective": objective(top1, model_m.latency_ms, base_m.latency_ms,
-                                                context.threshold_top1)})
-            epoch_started[0] = time.time()
-            epochs_run.append(epoch)
 
-        # accuracy on the validation split: the objective, the constraint and the choice of the
-        # best use it; test top-1 is measured once, for the reported models (run_tune)
-        artifact = build(model, schedule, splits, config, out, context.base_shapes, val,
-                         log=lambda _: None, after_epoch=after_epoch)
-        write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
-        _save_ir(artifact.deployed, out)
-        bench.write_layers_csv(model_m.layers, out / "layers.csv")  # the same graph's layers
-        bench.write_layers_csv(base_m.layers, out / "baseline_layers.csv")
-        result = {
-            **latency, "phase": "done", "epoch": len(epochs_run), "epochs_run": len(epochs_run),
-            "objective": objective(artifact.top1, model_m.latency_ms, base_m.latency_ms,
-                                   context.threshold_top1),
-            "val_top1": artifact.top1, "val_top5": artifact.top5,
-            "baseline_val_top1": context.baseline_top1,
-            "feasible": artifact.top1 >= context.threshold_top1,
-            "macs": artifact.macs, "params": artifact.params,
-            "reached": all(c.reached for c in artifact.verification),
-            "trial_node_id": ray.get_runtime_context().get_node_id(),
-            "trial_s": time.time() - started, **artifact.timings,
-        }
-        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+def probe_latency(model: torch.nn.Module, schedule: Schedule, splits: Splits, context: Context,
+                  out: Path) -> tuple[BenchCall, dict[str, Any]]:
+    """Compress a copy of ``model`` without fine-tuning, deploy its graph (int8 calibrated on
+    :data:`PROBE_CALIBRATION` images), benchmark it at the actor against the baseline: the
+    measurement (ms, batch 1) and the latency figures every later report carries."""
+    probe = copy.deepcopy(model)
+    compress(probe, schedule, splits, context.config, log=lambda _: None, finetune=False)
+    asked = time.time()
+    graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
+                         arrays(splits.train, PROBE_CALIBRATION)[0])
+    graph_s = time.time() - asked
+    del probe
+    asked = time.time()
+    measured = ray.get(pick_actor(context.actors).benchmark.remote(
+        model_files(graph), baseline=list(context.bench_baseline)))
+    for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
+        probe_file.unlink()
+    model_m, base_m = measured.models["model"], measured.baseline
+    speedup = measured.speedup()
+    return measured, {
+        "latency_ratio": 1 / speedup, "threshold_top1": context.threshold_top1,
+        "latency_ms": model_m.latency_ms, "latency_p90_ms": model_m.latency_p90_ms,
+        "fps": model_m.fps, "cv": model_m.cv, "ratio_cv": model_m.ratio_cv,
+        "bench_sessions": model_m.sessions, "baseline_latency_ms": base_m.latency_ms,
+        "speedup": speedup, "bench_wait_s": measured.started - asked,
+        "bench_call": measured.call, "bench_node_id": measured.node_id,
+        "bench_pid": measured.pid, "bench_start": measured.started,
+        "bench_end": measured.ended, "graph_s": graph_s,
+        "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8,
+        # whether it fine-tunes at all: a schedule that removes nothing does not
+        "finetunes": schedule.prunes_filters or schedule.fine_sparsity > 0}
+
+
+def fine_tune(model: torch.nn.Module, schedule: Schedule, splits: Splits, context: Context,
+              out: Path, val: Images, latency: dict[str, Any]) -> tuple[Artifact, int]:
+    """Compress and fine-tune ``model`` in place, reporting torch validation top-1 (f32, the
+    first :data:`EPOCH_VAL_IMAGES` images) after each epoch; then export, int8 and accuracy as
+    deployed on the whole validation split. The artifact and the epochs run."""
+    val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
+    epoch_started = [time.time()]
+    epochs_run: list[int] = []
+
+    def after_epoch(epoch: int, trained: Any) -> None:
+        top1 = evaluate(trained, val_epoch)[0]
+        tune.report({**latency, "phase": "epoch", "epoch": epoch, "val_top1": top1,
+                     "epoch_s": time.time() - epoch_started[0],
+                     "objective": objective(top1, latency["latency_ms"],
+                                            latency["baseline_latency_ms"],
+                                            context.threshold_top1)})
+        epoch_started[0] = time.time()
+        epochs_run.append(epoch)
+
+    # validation: the objective, the constraint and the choice of the best use it; test top-1
+    # is measured once, for the reported models (run_tune)
+    artifact = build(model, schedule, splits, context.config, out, context.base_shapes, val,
+                     log=lambda _: None, after_epoch=after_epoch)
+    return artifact, len(epochs_run)
+
+
+def _final_result(artifact: Artifact, context: Context, latency: dict[str, Any],
+                  epochs_run: int, started: float) -> dict[str, Any]:
+    """The trial's last report: latency from the probe, accuracy as deployed (validation)."""
+    return {
+        **latency, "phase": "done", "epoch": epochs_run, "epochs_run": epochs_run,
+        "objective": objective(artifact.top1, latency["latency_ms"],
+                               latency["baseline_latency_ms"], context.threshold_top1),
+        "val_top1": artifact.top1, "val_top5": artifact.top5,
+        "baseline_val_top1": context.baseline_top1,
+        "feasible": artifact.top1 >= context.threshold_top1,
+        "macs": artifact.macs, "params": artifact.params,
+        "reached": all(c.reached for c in artifact.verification),
+        "trial_node_id": ray.get_runtime_context().get_node_id(),
+        "trial_s": time.time() - started, **artifact.timings,
+    }
+
+
+def _write_files(artifact: Artifact, model: torch.nn.Module, schedule: Schedule, config: Config,
+                 measured: BenchCall, out: Path) -> None:
+    """The trial's checkpoint folder: recipe, OpenVINO IR, the probe's per-layer times."""
+    write_recipe(schedule, model, config, out / "schedule.yaml")  # pruning keeps the names
+    _save_ir(artifact.deployed, out)
+    bench.write_layers_csv(measured.models["model"].layers, out / "layers.csv")  # same graph
+    bench.write_layers_csv(measured.baseline.layers, out / "baseline_layers.csv")
 
 
 def _save_ir(deployed: Path, out: Path) -> None:

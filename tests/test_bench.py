@@ -76,3 +76,21 @@ def test_bench_and_verify_do_not_import_torch() -> None:
             "import openvino, onnx; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_model_is_compiled_once_until_its_file_changes(onnx_pair: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(onnx_pair["small"].read_bytes())
+    first = bench.compile_model(copy, FAST)
+    assert bench.compile_model(copy, FAST) is first  # the actor's baseline, call after call
+    assert bench.compile_model(copy, FAST, perf_count=True) is not first  # other settings
+    copy.write_bytes(onnx_pair["large"].read_bytes())  # same path, new model
+    recompiled = bench.compile_model(copy, FAST)
+    assert recompiled is not first
+    assert len(recompiled.inputs) == 1 and recompiled.input(0).get_shape()[1] == 3
+    for other in range(bench._KEEP_COMPILED + 1):  # candidates come and go; a few are kept
+        (tmp_path / f"{other}.onnx").write_bytes(onnx_pair["small"].read_bytes())
+        bench.compile_model(tmp_path / f"{other}.onnx", FAST)
+    assert len(bench._COMPILED) == bench._KEEP_COMPILED
+    assert bench.compile_model(copy, FAST) is not recompiled  # evicted, compiled again
