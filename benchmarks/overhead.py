@@ -1,8 +1,8 @@
-"""Where a tune run's time went, per trial: compression and fine-tuning, ONNX export, int8
-(OpenVINO conversion + NNCF), verification and accuracy, waiting for the benchmark actor, the
-benchmark itself (compile + interleaved measurement + per-layer profile), and the rest; then
-how much of the experiment's wall time was the tuner's own overhead (Ray Tune scheduling,
-searcher, checkpoints, W&B, trial start-up) rather than trial work.
+"""Where a tune run's time went, per trial: the latency probe (graph export and int8 before
+fine-tuning), compression and fine-tuning, the final ONNX export, int8 (NNCF), verification
+and accuracy as deployed, waiting for the benchmark actor and the benchmark itself; the
+non-training work of a trial (everything but compress + fine-tune) for f32 and int8 trials;
+what trials stopped early cost; and on paper how many trial workers one actor can serve.
 
     python benchmarks/overhead.py RUN_DIR      # a finished `python -m edge_tune.tune` run
 """
@@ -14,54 +14,65 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
-STAGES = [("latency probe (graph export, int8)", "graph_s"),
+# (label, key in a trial's metrics), in the order a trial runs them; seconds
+STAGES = [("latency probe: compress (thinning, BatchNorm re-estimated)", "probe_compress_s"),
+          ("latency probe: ONNX export, int8", "graph_s"),
+          ("wait for the actor", "bench_wait_s"), ("benchmark (actor)", "bench_s"),
           ("compress + fine-tune", "compress_s"), ("ONNX export", "export_s"),
-          ("int8 (convert + NNCF)", "quantize_s"), ("verify + accuracy", "verify_eval_s"),
-          ("wait for the actor", "bench_wait_s")]
+          ("int8 (NNCF)", "quantize_s"), ("verify + accuracy as deployed", "verify_eval_s")]
+TRAINING = ("compress_s", "probe_compress_s")  # compression, not the work around it
+
+
+def _seconds(metrics: dict[str, Any]) -> dict[str, float]:
+    """A trial's seconds per stage (0 for a stage it did not run)."""
+    out = {key: float(metrics.get(key, 0.0)) for _, key in STAGES}
+    out["bench_s"] = metrics["bench_end"] - metrics["bench_start"]
+    return out
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
-    rows = [json.loads(line)["metrics"] for line in
+    rows = [json.loads(line) for line in
             (args.run_dir / "trials.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "trial_s" in r]
-    summary = json.loads((args.run_dir / "summary.json").read_text())
-    per_stage: dict[str, list[float]] = {name: [] for name, _ in STAGES}
-    per_stage["benchmark (actor)"] = []
-    per_stage["other (data, model, report)"] = []
-    for r in rows:
-        spent = 0.0
-        for name, key in STAGES:
-            per_stage[name].append(r.get(key, 0.0))
-            spent += r.get(key, 0.0)
-        bench = r["bench_end"] - r["bench_start"]
-        per_stage["benchmark (actor)"].append(bench)
-        per_stage["other (data, model, report)"].append(max(0.0, r["trial_s"] - spent - bench))
-    total = sum(r["trial_s"] for r in rows)
-    work = total  # max_concurrent 1 (the default): trials run one after another
-    overhead = summary["seconds"] - work
-    lines = [f"{len(rows)} trials in {summary['seconds']:.0f} s (baseline preparation "
-             "included).", "", "| stage | median s per trial | share of trial time % |",
-             "|---|---|---|"]
-    for name, values in per_stage.items():
-        lines.append(f"| {name} | {statistics.median(values):.2f} | "
-                     f"{100 * sum(values) / total:.1f} |")
-    t_trial = statistics.median(r["trial_s"] for r in rows)
-    t_bench = statistics.median(per_stage["benchmark (actor)"])
-    lines += [f"| trial (all) | {t_trial:.2f} | 100.0 |", "",
-              f"Tuner overhead (experiment wall time minus the trials' own time): {overhead:.0f} "
-              f"s of {summary['seconds']:.0f} s ({100 * overhead / summary['seconds']:.1f}%; "
-              "Ray Tune scheduling, searcher, checkpoints, W&B, baseline export).", "",
-              "On paper, N trial workers and one edge node: a worker spends "
+    done = [r["metrics"] for r in rows if r["status"] == "completed" and "trial_s" in r["metrics"]]
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    groups = {"f32": [m for m in done if not m["int8"]], "int8": [m for m in done if m["int8"]]}
+    per = {name: [_seconds(m) for m in ms] for name, ms in groups.items()}
+    lines = [f"{len(done)} completed trials ({len(groups['f32'])} f32, {len(groups['int8'])} "
+             f"int8), {len(stopped)} stopped early; median seconds per completed trial:", "",
+             "| stage | f32 trials | int8 trials |", "|---|---|---|"]
+    for label, key in STAGES:
+        lines.append(f"| {label} | {_median([s[key] for s in per['f32']])} | "
+                     f"{_median([s[key] for s in per['int8']])} |")
+    work = {name: [sum(v for k, v in s.items() if k not in TRAINING) for s in ss]
+            for name, ss in per.items()}
+    lines.append(f"| **non-training work** | **{_median(work['f32'])}** | "
+                 f"**{_median(work['int8'])}** |")
+    lines.append(f"| trial (all) | {_median([m['trial_s'] for m in groups['f32']])} | "
+                 f"{_median([m['trial_s'] for m in groups['int8']])} |")
+    before = [r["metrics"] for r in stopped if r["metrics"].get("phase") == "latency"]
+    if before:
+        cost = [m["graph_s"] + m["bench_end"] - m["bench_start"] + m.get("bench_wait_s", 0.0)
+                for m in before]
+        lines += ["", f"{len(before)} trials stopped before fine-tuning, each after a median "
+                  f"{_median(cost)} s of probe and benchmark."]
+    t_trial = statistics.median(m["trial_s"] for m in done)
+    t_bench = statistics.median(s["bench_s"] for ss in per.values() for s in ss)
+    lines += ["", "On paper, N trial workers and one edge node: a worker spends "
               f"{t_trial - t_bench:.1f} s on its own and the single actor {t_bench:.2f} s per "
-              "trial, so trials/hour = 3600 x min(N / "
+              "completed trial, so trials/hour = 3600 x min(N / "
               f"{t_trial - t_bench:.1f}, 1 / {t_bench:.2f}); the actor saturates at N = "
               f"{(t_trial - t_bench) / t_bench:.0f} workers (more edge nodes, one actor each, "
               "lift that ceiling). GPU workers shorten the compress + fine-tune share "

@@ -20,7 +20,7 @@ import numpy as np
 from edge_tune.errors import ArgumentParser, UserError, run_cli
 from edge_tune.output import wandb_mode
 from edge_tune.recipe import format_params
-from edge_tune.verify import node_layers
+from edge_tune.verify import layer_of, node_layers
 
 TOP_LAYERS = 12  # layers shown in the per-layer chart (the baseline's slowest)
 
@@ -46,8 +46,8 @@ def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, fl
     """Per-layer ms by the model's layer names; other ops (reorders, pooling) summed."""
     out: dict[str, float] = defaultdict(float)
     for row in rows:
-        node = row.get("layer") or row["node"].split("/")[0]
-        out[names.get(node, node) if row["type"] in COMPUTE else "other ops"] += float(row["ms"])
+        layer = row.get("layer") or layer_of(row["node"], names)
+        out[layer if row["type"] in COMPUTE else "other ops"] += float(row["ms"])
     return dict(out)
 
 

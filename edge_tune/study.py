@@ -48,7 +48,7 @@ from edge_tune.report import write_report
 from edge_tune.scheduler import channel_prunable, fit_recipe
 from edge_tune.train import set_threads
 from edge_tune.trial import Context, check_inputs
-from edge_tune.verify import node_layers, table
+from edge_tune.verify import layer_of, node_layers, table
 
 Recipe = dict[str, Any]
 SPARSITY = 0.8  # fine-grained and AGP: fraction of weights zeroed
@@ -316,8 +316,7 @@ def _write_results(out: Path, base: Baseline, results: dict[str, dict[str, Any]]
         writer.writerow(["method", "layer", "type", "ms"])
         for name, rows_, names in per_layer:
             for layer in rows_:
-                node = layer.node.split("/")[0]
-                writer.writerow([name, names.get(node, layer.node), layer.type,
+                writer.writerow([name, layer_of(layer.node, names), layer.type,
                                  f"{layer.ms:.6f}"])
     return {"kind": "study", "rows": rows, "threshold_top1": threshold,
             "best_per_family": best, "bench_call": final.call,

@@ -149,8 +149,10 @@ def probe_latency(model: torch.nn.Module, schedule: Schedule, splits: Splits, co
     """Compress a copy of ``model`` without fine-tuning, deploy its graph (int8 calibrated on
     :data:`PROBE_CALIBRATION` images), benchmark it at the actor against the baseline: the
     measurement (ms, batch 1) and the latency figures every later report carries."""
+    asked = time.time()
     probe = copy.deepcopy(model)
     compress(probe, schedule, splits, context.config, log=lambda _: None, finetune=False)
+    probe_compress_s = time.time() - asked
     asked = time.time()
     graph = deploy_graph(probe, schedule.int8, splits.image_size, out,
                          arrays(splits.train, PROBE_CALIBRATION)[0])
@@ -171,7 +173,7 @@ def probe_latency(model: torch.nn.Module, schedule: Schedule, splits: Splits, co
         "speedup": speedup, "bench_wait_s": measured.started - asked,
         "bench_call": measured.call, "bench_node_id": measured.node_id,
         "bench_pid": measured.pid, "bench_start": measured.started,
-        "bench_end": measured.ended, "graph_s": graph_s,
+        "bench_end": measured.ended, "graph_s": graph_s, "probe_compress_s": probe_compress_s,
         "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8,
         # whether it fine-tunes at all: a schedule that removes nothing does not
         "finetunes": schedule.prunes_filters or schedule.fine_sparsity > 0}
@@ -586,7 +588,7 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m edge_tune.tune", description=(
         "Search compression parameters (filter removal, int8, fine-tuning length) for the "
         "lowest latency on the edge device that keeps top-1 above the threshold. With no "
-        "arguments: ResNet-20 on scikit-learn's digits, 20 trials, on this machine."))
+        "arguments: ResNet-20 on scikit-learn's digits, 12 trials, on this machine."))
     parser.add_argument("--config", help="YAML config (default: the embedded ResNet-20 on "
                         "digits); its tune: section sets the space, searcher, budget and "
                         "threshold")

@@ -69,6 +69,18 @@ def node_layers(path: str | Path) -> dict[str, str]:
     return {node: name.removesuffix(".weight") for node, name in _onnx_layers(path)[1].items()}
 
 
+def layer_of(node: str, names: dict[str, str]) -> str:
+    """The layer an OpenVINO runtime node computes (``/layer1/layer1.0/conv1/Conv/WithoutBiases``
+    -> ``layer1.0.conv1``): the longest leading part of its name that is an ONNX node of
+    :func:`node_layers`; the node's own name when none is."""
+    parts = node.split("/")
+    for end in range(len(parts), 0, -1):
+        found = names.get("/".join(parts[:end]))
+        if found is not None:
+            return found
+    return node
+
+
 def openvino_weights(path: str | Path) -> dict[str, np.ndarray]:
     """Weight constants of every Convolution/MatMul in the OpenVINO model read from ``path``."""
     model = ov.Core().read_model(str(path))

@@ -34,3 +34,19 @@ def test_probe_and_final_int8_graphs_match(tmp_path: Path) -> None:
     assert out[1].shape == (1, 10)
     assert np.abs(out[1] - out[0]).max() < 0.5 * np.abs(out[0]).max()  # close to f32
     assert not np.array_equal(out[1], out[2])  # calibrated differently: other values
+
+
+def test_batchnorm_is_folded_so_nothing_is_quantised_between_conv_and_it(tmp_path: Path) -> None:
+    model = create_model("resnet20_cifar", 10).eval()
+    onnx = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "r.onnx")
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    int8 = ov.Core().read_model(str(quantize(onnx, tmp_path / "r.xml", images)))
+    kinds = [op.get_type_name() for op in int8.get_ordered_ops()]
+    assert "BatchNormInference" not in kinds and kinds.count("Convolution") == 21
+    after_conv = [op.get_friendly_name() for op in int8.get_ordered_ops()
+                  if op.get_type_name() == "FakeQuantize"
+                  and op.input_value(0).get_node().get_type_name() == "Convolution"]
+    assert after_conv == []  # a conv's output is quantised after BatchNorm and ReLU, not before
+    x = images[:1]
+    f32 = ov.Core().compile_model(str(onnx), "CPU")(x)[0]
+    assert np.abs(f32 - model(torch.as_tensor(x)).detach().numpy()).max() < 1e-4  # folded right
