@@ -66,7 +66,7 @@ class TuneConfig:
 
     search_space: str = "default"  # a name in search_spaces/ or a YAML path
     searcher: str = "bayesopt"  # a name in edge_tune.searcher.SEARCHERS
-    # the digits demo: 12 trials and the baseline in 295 s from an empty cache on 2 cores
+    # the digits demo: 12 trials and the baseline in 293 s from an empty cache on 2 cores
     num_samples: int = 12
     max_concurrent: int = 1  # trials at once (each also waits its turn at the benchmark actor)
     seed: int = 0

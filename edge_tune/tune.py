@@ -116,6 +116,8 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
         measured, latency = probe_latency(model, schedule, splits, context, out)
+        # before fine-tuning, accuracy is unknown: val_top1 None, and an objective as if the
+        # threshold held (what the latency alone allows), so every report carries the metric
         tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
                      "objective": latency["latency_ratio"]})
         artifact, epochs_run = fine_tune(model, schedule, splits, context, out, val, latency)
