@@ -24,7 +24,7 @@ from edge_tune.actor import Measurement
 from edge_tune.config import Config
 from edge_tune.data import Splits, take
 from edge_tune.export import count_macs, export_onnx, weight_stats
-from edge_tune.quantize import quantize
+from edge_tune.quantize import Int8Options, quantize
 from edge_tune.train import topk_accuracy
 from edge_tune.verify import LayerCheck, verify
 
@@ -61,22 +61,27 @@ class Artifact:
     skipped: dict[str, str] = field(default_factory=dict)  # conv asked to shrink -> why not
 
 
-def deploy(model: nn.Module, int8: bool, splits: Splits, config: Config, out: Path,
-           baseline_shapes: dict[str, tuple[int, ...]], test: Images, name: str = "model",
-           timings: dict[str, float] | None = None) -> Artifact:
-    """Export ``model`` (int8 when asked), verify it and measure its accuracy as deployed."""
+def deploy(model: nn.Module, int8: bool | Int8Options, splits: Splits, config: Config,
+           out: Path, baseline_shapes: dict[str, tuple[int, ...]], test: Images,
+           name: str = "model", timings: dict[str, float] | None = None,
+           fake_quantised: bool = False) -> Artifact:
+    """Export ``model`` (int8 when asked: True for edge_tune's defaults, or a recipe's
+    :class:`Int8Options`), verify it and measure its accuracy as deployed.
+    ``fake_quantised``: the model trained with NNCF's quantisers, which the export keeps
+    (OpenVINO runs it as int8)."""
     timings = dict(timings or {})
     cpu_model = copy.deepcopy(model).cpu().eval()  # export and int8 run on the CPU
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     macs, n_params = count_macs(cpu_model, example)
     start = time.perf_counter()
-    onnx_path = export_onnx(cpu_model, example, out / f"{name}.onnx")
+    onnx_path = export_onnx(cpu_model, example, out / f"{name}.onnx", fold=not fake_quantised)
     timings["export_s"] = time.perf_counter() - start
     deployed = onnx_path
     if int8:
         start = time.perf_counter()
         calibration, _ = arrays(splits.train, config.quantize.calibration_images)
-        deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration)
+        options = int8 if isinstance(int8, Int8Options) else None
+        deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration, options=options)
         timings["quantize_s"] = time.perf_counter() - start
     start = time.perf_counter()
     checks = verify(weight_stats(cpu_model), baseline_shapes, onnx_path, deployed)

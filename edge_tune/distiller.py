@@ -15,6 +15,7 @@ rescale with the run's length). :mod:`edge_tune.scheduler` runs a loaded recipe 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,18 +26,31 @@ import torch
 from edge_tune.config import read_yaml
 from edge_tune.errors import UserError, unknown
 from edge_tune.prune import (
+    L1,
+    APoZRanked,
+    BernoulliFilters,
     GroupLasso,
+    GroupVariance,
     L1RankedStructure,
     Magnitude,
     MagnitudeThreshold,
     Pruner,
+    RandomLevelStructure,
     Regularizer,
+    Sensitivity,
     SparsityLevel,
+    Splicing,
 )
+from edge_tune.quantize import Int8Options
 
 SECTIONS = {"pruners": "pruner", "regularizers": "regularizer", "quantizers": "quantizer",
             "lr_schedulers": "lr_scheduler", "extensions": "extension"}
-GROUP_TYPES = ("Filters", "Channels", "Rows")
+GROUP_TYPES = ("Filters", "Channels", "Rows", "Blocks", "3D")  # what structure pruners rank
+REG_GROUP_TYPES = ("Filters", "Channels", "Rows", "2D", "3D", "4D", "Kernels")  # group lasso
+# policy ``args`` a pruner policy accepts (Distiller's PruningPolicy), with their checks below
+PRUNER_POLICY_ARGS = ("keep_mask", "mini_batch_pruning_frequency", "mask_on_forward_only",
+                      "use_double_copies", "mask_gradients", "discard_masks_at_minibatch_end",
+                      "skip_first_minibatch", "fold_batchnorm", "levels")
 
 Check = Callable[[str, Any], Any]
 Args = dict[str, Any]
@@ -74,15 +88,68 @@ def _epochs_int(path: str, value: Any) -> int:
 
 
 def _weights(path: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # Distiller's ResNet-50 recipes write one weight without a list
+        value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
         raise UserError(f"{path}: expected a non-empty list of weight names, got {value!r}")
     return tuple(strip_prefix(w) for w in value)
 
 
-def _group_type(path: str, value: Any) -> str:
-    if value not in GROUP_TYPES:
-        raise UserError(f"{path}: expected one of {', '.join(GROUP_TYPES)}, got {value!r}")
-    return str(value)
+def _one_of(*valid: str) -> Check:
+    def check(path: str, value: Any) -> str:
+        if value not in valid:
+            raise UserError(f"{path}: expected one of {', '.join(valid)}, got {value!r}")
+        return str(value)
+    return check
+
+
+_group_type = _one_of(*GROUP_TYPES)
+_reg_group_type = _one_of(*REG_GROUP_TYPES)
+
+
+def _flag(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{path}: expected true or false, got {value!r}")
+    return value
+
+
+def _count(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{path}: expected an integer >= 0, got {value!r}")
+    return value
+
+
+def _number(path: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{path}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _range(path: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise UserError(f"{path}: expected [low, high] sparsities, got {value!r}")
+    low, high = _ratio(f"{path}[0]", value[0]), _ratio(f"{path}[1]", value[1])
+    if high < low:
+        raise UserError(f"{path}: expected low <= high, got {value!r}")
+    return low, high
+
+
+def _sensitivities(path: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"{path}: expected a mapping of weight name (or '*'): sensitivity, "
+                        f"got {value!r}")
+    return {strip_prefix(str(k)): _non_negative(f"{path}.{k}", v) for k, v in value.items()}
+
+
+def _block_kwargs(path: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"block_shape"}:
+        raise UserError(f"{path}: expected {{block_shape: [filters, channels, h, w]}}, "
+                        f"got {value!r}")
+    shape = value["block_shape"]
+    if not isinstance(shape, list) or len(shape) != 4 or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in shape):
+        raise UserError(f"{path}.block_shape: expected 4 integers >= 1, got {shape!r}")
+    return {"block_shape": tuple(shape)}
 
 
 def _levels(path: str, value: Any) -> dict[str, float]:
@@ -102,17 +169,38 @@ def _thresholds(path: str, value: Any) -> dict[str, float]:
     return out
 
 
-def _reg_regims(path: str, value: Any) -> dict[str, tuple[float, str]]:
+def _pairs(first: Check, what: str, group: Check) -> Check:
+    def check(path: str, value: Any) -> dict[str, tuple[float, str]]:
+        if not isinstance(value, dict) or not value:
+            raise UserError(f"{path}: expected a mapping of weight name: [{what}, group type], "
+                            f"got {value!r}")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(v, list) or len(v) != 2:
+                raise UserError(f"{path}.{k}: expected [{what}, group type], got {v!r}")
+            out[strip_prefix(str(k))] = (first(f"{path}.{k}[0]", v[0]),
+                                         group(f"{path}.{k}[1]", v[1]))
+        return out
+    return check
+
+
+_reg_regims = _pairs(_positive, "strength", _reg_group_type)
+_rank_regims = _pairs(_ratio, "sparsity", _group_type)  # Distiller's older pruner form
+
+
+def _channel_regims(path: str, value: Any) -> dict[str, tuple[float, str]]:
+    regims: dict[str, tuple[float, str]] = _reg_regims(path, value)
+    for name, (_, group) in regims.items():
+        if group != "Channels":
+            raise UserError(f"{path}.{name}[1]: GroupVarianceRegularizer groups Channels only, "
+                            f"got {group!r}")
+    return regims
+
+
+def _strengths(path: str, value: Any) -> dict[str, float]:
     if not isinstance(value, dict) or not value:
-        raise UserError(f"{path}: expected a mapping of weight name: [strength, group type], "
-                        f"got {value!r}")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(v, list) or len(v) != 2:
-            raise UserError(f"{path}.{k}: expected [strength, group type], got {v!r}")
-        out[strip_prefix(str(k))] = (_positive(f"{path}.{k}[0]", v[0]),
-                                     _group_type(f"{path}.{k}[1]", v[1]))
-    return out
+        raise UserError(f"{path}: expected a mapping of weight name: strength, got {value!r}")
+    return {strip_prefix(str(k)): _positive(f"{path}.{k}", v) for k, v in value.items()}
 
 
 def _milestones(path: str, value: Any) -> tuple[int, ...]:
@@ -121,9 +209,27 @@ def _milestones(path: str, value: Any) -> tuple[int, ...]:
     return tuple(_epochs_int(f"{path}[{i}]", v) for i, v in enumerate(value))
 
 
-def _bits(path: str, value: Any) -> int:
-    if value != 8:
-        raise UserError(f"{path}: only 8-bit (int8, NNCF) is supported, got {value!r}")
+def _gammas(path: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{path}: expected a non-empty list of factors, got {value!r}")
+    return tuple(_gamma(f"{path}[{i}]", v) for i, v in enumerate(value))
+
+
+INT8 = ("the deployed device runs int8 (OpenVINO on a CPU); set 8 to run it as int8, or "
+        "remove the quantizer")
+
+
+def _bits(path: str, value: Any) -> int | None:
+    """8, or None (Distiller: left in float); fewer bits are refused (the device runs int8)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{path}: expected a number of bits, got {value!r}")
+    if value < 8:
+        raise UserError(f"{path}: {value} bits: {INT8}")
+    if value > 8:
+        raise UserError(f"{path}: {value} bits: the deployed device runs int8 (OpenVINO on a "
+                        "CPU), not wider integers")
     return 8
 
 
@@ -139,13 +245,45 @@ def _agp_order(path: str, args: Args) -> None:
                         f"{args['initial_sparsity']}, got {args['final_sparsity']}")
 
 
+def _ranked_form(path: str, args: Args) -> None:
+    """L1RankedStructureParameterPruner: ``group_type`` + ``desired_sparsity`` + ``weights``,
+    or Distiller's older ``reg_regims: {weight: [sparsity, group type]}``."""
+    if "reg_regims" in args:
+        extra = sorted({"group_type", "desired_sparsity", "weights"} & set(args))
+        if extra:
+            raise UserError(f"{path}.{extra[0]}: not with reg_regims (its older form)")
+        return
+    for key in ("group_type", "desired_sparsity", "weights"):
+        if key not in args:
+            raise UserError(f"{path}.{key}: required by L1RankedStructureParameterPruner "
+                            "(or give reg_regims: {weight: [sparsity, group type]}), missing")
+
+
+def _blocks(path: str, args: Args) -> None:
+    if (args.get("group_type") == "Blocks") != ("kwargs" in args):
+        raise UserError(f"{path}.kwargs: group_type Blocks needs kwargs: {{block_shape: "
+                        "[filters, channels, h, w]}} (and only Blocks takes it)")
+
+
+def _ranked_checks(path: str, args: Args) -> None:
+    _ranked_form(path, args)
+    _blocks(path, args)
+
+
+def _agp_blocks(path: str, args: Args) -> None:
+    _agp_order(path, args)
+    _blocks(path, args)
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     """A Distiller class: its section, argument checks and behaviour, in one place.
 
     Exactly the behaviour field of its section is set: ``pruner`` (pruners), ``regularizer``
     (regularizers), ``lr_scheduler`` (lr_schedulers), ``removes`` (extensions: the structures
-    thinning removes) or ``quantizes`` (quantizers: int8 after training).
+    thinning removes) or ``int8`` (quantizers: the NNCF options its arguments map to; with
+    ``qat`` the model trains with int8 fake-quantisation from the epoch its policy starts,
+    otherwise int8 is applied after training).
     """
 
     section: str
@@ -155,14 +293,25 @@ class ClassSpec:
     regularizer: Regularizer | None = None
     lr_scheduler: LRBuilder | None = None
     removes: tuple[str, ...] = ()  # "Filters" and/or "Channels"
-    quantizes: bool = False
+    int8: Callable[[Args], Int8Options] | None = None
+    qat: bool = False
     # its arguments for a run ``factor`` times as long (epochs in the arguments scale)
     rescale: Callable[[Args, float], Args] | None = None
     check: Callable[[str, Args], None] | None = None  # cross-argument checks
+    ignored: dict[str, str] = field(default_factory=dict)  # accepted option -> why it is inert
+    metric: bool = False  # an LR scheduler stepped with the validation metric
 
 
-def _scaled_epochs(key: str) -> Callable[[Args, float], Args]:
-    return lambda args, factor: {**args, key: max(1, round(args[key] * factor))}
+def _scaled_epochs(*keys: str) -> Callable[[Args, float], Args]:
+    def scale(args: Args, factor: float) -> Args:
+        return {**args, **{k: max(1, round(args[k] * factor)) for k in keys if k in args}}
+    return scale
+
+
+def _scaled_counts(*keys: str) -> Callable[[Args, float], Args]:
+    def scale(args: Args, factor: float) -> Args:
+        return {**args, **{k: round(args[k] * factor) for k in keys if k in args}}
+    return scale
 
 
 def _scaled_milestones(args: Args, factor: float) -> Args:
@@ -171,15 +320,197 @@ def _scaled_milestones(args: Args, factor: float) -> Args:
 
 def _scaled_strength(args: Args, factor: float) -> Args:
     # a regulariser acts on every mini-batch: a run 1/factor as long needs 1/factor the strength
-    # to apply comparable shrinkage (and Distiller's Mean_Abs threshold is the strength)
-    return {**args, "reg_regims": {w: (strength / factor, group)
-                                   for w, (strength, group) in args["reg_regims"].items()}}
+    # to apply comparable shrinkage; the threshold below which groups are masked stays the
+    # recipe's strength (Distiller's threshold_criteria): scaled with it, a 1-epoch run of a
+    # 180-epoch SSL recipe masked every channel (mean |w| < 0.5)
+    def scale(value: Any) -> Any:
+        return (value[0] / factor, value[1]) if isinstance(value, tuple) else value / factor
+
+    def strength(value: Any) -> float:
+        return float(value[0] if isinstance(value, tuple) else value)
+    regims = args["reg_regims"]
+    return {**args, "reg_regims": {w: scale(v) for w, v in regims.items()},
+            "thresholds": args.get("thresholds") or {w: strength(v) for w, v in regims.items()}}
+
+
+MODES = ("SYMMETRIC", "ASYMMETRIC_UNSIGNED", "ASYMMETRIC_SIGNED")
+
+
+def _mode(path: str, value: Any) -> str:
+    """The activations' mode; weights must stay symmetric (NNCF's int8 weights for a CPU)."""
+    if isinstance(value, dict):
+        for key in value:
+            if key not in ("activations", "weights"):
+                raise unknown(path, str(key), ["activations", "weights"])
+        if value.get("weights", "SYMMETRIC") != "SYMMETRIC":
+            raise UserError(f"{path}.weights: {value['weights']!r}: NNCF quantises weights "
+                            "symmetrically for a CPU; use SYMMETRIC")
+        value = value.get("activations", "SYMMETRIC")
+    return _one_of(*MODES)(path, value)
+
+
+def _clip(path: str, value: Any) -> str:
+    if value in (None, "NONE", "None"):
+        return "NONE"
+    if value == "AVG":
+        return "AVG"
+    raise UserError(f"{path}: {value!r}: NNCF has no equivalent of this activation clipping "
+                    "(it offers min/max and mean min/max ranges); use AVG or NONE")
+
+
+def _only(expected: Any, why: str) -> Check:
+    """An option accepted at one value (its Distiller default), refused at any other."""
+    def check(path: str, value: Any) -> Any:
+        if value != expected:
+            raise UserError(f"{path}: {value!r}: {why}")
+        return value
+    return check
+
+
+BITS = {"bits_activations": "activations", "bits_weights": "weights",
+        "bits_parameters": "weights", "acts": "activations", "wts": "weights"}
+
+
+def _overrides(path: str, value: Any) -> dict[str, Any]:
+    """Per-layer settings (keys are module names or regular expressions, Distiller's form):
+    bits 8 or null (the layer stays in float) are honoured; anything else per layer is
+    listed as ignored (NNCF sets one method for the whole model)."""
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a mapping of layer: settings, got {value!r}")
+    floats, ints, ignored = [], [], []
+    for layer, settings in value.items():
+        if not isinstance(settings, dict):
+            raise UserError(f"{path}.{layer}: expected a mapping of settings, got {settings!r}")
+        bits = {k: _bits(f"{path}.{layer}.{k}", v) for k, v in settings.items() if k in BITS}
+        if any(b is None for b in bits.values()):
+            floats.append(strip_prefix(str(layer)))
+        elif bits:
+            ints.append(strip_prefix(str(layer)))
+        ignored += [f"{path}.{layer}.{k}" for k in settings if k not in BITS and k != "bits_bias"]
+    return {"float": tuple(floats), "int8": tuple(ints), "ignored": tuple(ignored)}
+
+
+def _int8(args: Args) -> Int8Options:
+    overrides = [args.get(k, {}) for k in ("overrides", "bits_overrides")]
+    floats = tuple(layer for o in overrides for layer in o.get("float", ()))
+    ints = tuple(layer for o in overrides for layer in o.get("int8", ()))
+    default_float = any(args.get(k, 8) is None for k in
+                        ("bits_activations", "bits_parameters", "bits_weights"))
+    return Int8Options(asymmetric_activations=args.get("mode", "SYMMETRIC") != "SYMMETRIC",
+                       per_channel=args.get("per_channel_wts", True),
+                       mean_ranges=args.get("clip_acts", "NONE") == "AVG",
+                       float_layers=floats, int8_layers=ints if default_float else None)
+
+
+def _int8_both(path: str, args: Args) -> None:
+    """Activations and weights both int8 or both float by default (NNCF quantises a layer's
+    inputs and weights together)."""
+    bits = {args[k] for k in ("bits_activations", "bits_parameters", "bits_weights") if k in args}
+    if len(bits) > 1:
+        raise UserError(f"{path}: int8 weights with float activations (or the reverse): NNCF "
+                        "quantises a layer's inputs and weights together; set both to 8 or "
+                        "both to null")
+
+
+_NNCF_RANGES = "NNCF calibrates activation ranges on training images itself"
+_PTQ_OPTIONAL: dict[str, Check] = {
+    "bits_activations": _bits, "bits_parameters": _bits, "bits_weights": _bits,
+    "bits_accum": _only(32, "OpenVINO accumulates int8 products in 32 bits"),
+    "mode": _mode, "per_channel_wts": _flag, "clip_acts": _clip, "overrides": _overrides,
+    "backend": _one_of("nncf"), "model_activation_stats": _text,
+    "inputs_quant_auto_fallback": _flag,
+    "scale_approx_mult_bits": _only(None, "OpenVINO computes scales in float"),
+    "clip_n_stds": _only(None, "only for N_STD clipping, which NNCF has no equivalent of"),
+    "clip_half_range": _only(False, "NNCF has no half-range clipping"),
+    "fp16": _only(False, "the deployed model is int8, not float16")}
+_PTQ_IGNORED = {"bits_accum": "OpenVINO accumulates in 32 bits",
+                "model_activation_stats": _NNCF_RANGES,
+                "inputs_quant_auto_fallback": "NNCF decides which inputs to quantise",
+                "scale_approx_mult_bits": "null is Distiller's default",
+                "clip_n_stds": "null is Distiller's default",
+                "clip_half_range": "false is Distiller's default",
+                "fp16": "false is Distiller's default", "backend": "edge_tune's own key"}
+_QAT_OPTIONAL: dict[str, Check] = {
+    "bits_activations": _bits, "bits_weights": _bits, "bits_parameters": _bits,
+    "num_bits_inputs": _bits, "mode": _mode, "per_channel_wts": _flag,
+    "ema_decay": _gamma, "overrides": _overrides, "bits_overrides": _overrides,
+    "quantize_bias": _flag, "act_clip_init_val": _positive}
+_QAT_IGNORED = {"ema_decay": "NNCF learns the ranges with the weights (from calibration)",
+                "num_bits_inputs": "8 is NNCF's input precision",
+                "quantize_bias": "OpenVINO keeps biases in 32 bits",
+                "act_clip_init_val": "NNCF learns the ranges with the weights (from "
+                                     "calibration)"}
+
+
+def _overrides_ignored(args: Args) -> list[str]:
+    return [*args.get("overrides", {}).get("ignored", ()),
+            *args.get("bits_overrides", {}).get("ignored", ())]
+
+
+def _lambda_lr(args: Args, opt: torch.optim.Optimizer) -> Any:
+    milestones, gammas = args["milestones"], args["gammas"]
+
+    def factor(epoch: int) -> float:
+        out = 1.0
+        for milestone, gamma in zip(milestones, gammas, strict=False):
+            out *= gamma if epoch >= milestone else 1.0
+        return out
+    return _LR.LambdaLR(opt, factor)
+
+
+def _gammas_match(path: str, args: Args) -> None:
+    if len(args["gammas"]) != len(args["milestones"]):
+        raise UserError(f"{path}.gammas: expected one per milestone ({len(args['milestones'])}),"
+                        f" got {len(args['gammas'])}")
+
+
+def _plateau(args: Args, opt: torch.optim.Optimizer) -> Any:
+    return _LR.ReduceLROnPlateau(opt, mode=args.get("mode", "min"),
+                                 factor=args.get("factor", 0.1),
+                                 patience=args.get("patience", 10),
+                                 threshold=args.get("threshold", 1e-4),
+                                 threshold_mode=args.get("threshold_mode", "rel"),
+                                 cooldown=args.get("cooldown", 0), min_lr=args.get("min_lr", 0),
+                                 eps=args.get("eps", 1e-8))
 
 
 _LR = torch.optim.lr_scheduler
 _AGP = {"initial_sparsity": _ratio, "final_sparsity": _ratio, "weights": _weights}
-_THINNER = {"thinning_func_str": _text, "arch": _text, "dataset": _text}
+_THINNER = {"thinning_func_str": _one_of("remove_filters", "remove_channels",
+                                         "resnet_cifar_remove_filters",
+                                         "resnet_cifar_remove_channels"),
+            "arch": _text, "dataset": _text}
+_THINNER_IGNORED = {"arch": "edge_tune thins the configured model, whatever its name",
+                    "dataset": "edge_tune thins the configured model, whatever its data"}
 _GAMMA = {"gamma": _gamma}
+_STRUCTURE = {"group_dependency": _one_of("Leader"), "kwargs": _block_kwargs}
+_SPLICING = {"low_thresh_mult": _positive, "hi_thresh_mult": _positive,
+             "sensitivities": _sensitivities}
+
+
+def _thinner(*removes: str) -> ClassSpec:
+    return ClassSpec("extensions", {}, dict(_THINNER), removes=removes,
+                     ignored=dict(_THINNER_IGNORED))
+
+
+def _ptq() -> ClassSpec:
+    return ClassSpec("quantizers", {}, dict(_PTQ_OPTIONAL), int8=_int8, check=_int8_both,
+                     ignored=dict(_PTQ_IGNORED))
+
+
+def _qat_whole(path: str, args: Args) -> None:
+    """Quantisation-aware training quantises the whole model (no layer left in float)."""
+    _int8_both(path, args)
+    options = _int8(args)
+    if options.float_layers or options.int8_layers is not None:
+        raise UserError(f"{path}: layers left in float (null bits) with quantisation-aware "
+                        "training: edge_tune trains the whole model as int8 (NNCF)")
+
+
+def _qat() -> ClassSpec:
+    return ClassSpec("quantizers", {}, dict(_QAT_OPTIONAL), int8=_int8, qat=True,
+                     check=_qat_whole, ignored=dict(_QAT_IGNORED))
+
 
 CLASSES: dict[str, ClassSpec] = {
     "AutomatedGradualPruner": ClassSpec("pruners", dict(_AGP), pruner=Magnitude(),
@@ -188,15 +519,42 @@ CLASSES: dict[str, ClassSpec] = {
                                           pruner=MagnitudeThreshold()),
     "SparsityLevelParameterPruner": ClassSpec("pruners", {"levels": _levels},
                                               pruner=SparsityLevel()),
+    "SensitivityPruner": ClassSpec("pruners", {"sensitivities": _sensitivities},
+                                   pruner=Sensitivity()),
+    "SplicingPruner": ClassSpec("pruners", dict(_SPLICING),
+                                {"sensitivity_multiplier": _non_negative}, pruner=Splicing()),
     "L1RankedStructureParameterPruner": ClassSpec(
-        "pruners", {"group_type": _group_type, "desired_sparsity": _ratio, "weights": _weights},
-        pruner=L1RankedStructure()),
+        "pruners", {}, {"group_type": _group_type, "desired_sparsity": _ratio,
+                        "weights": _weights, "reg_regims": _rank_regims, **_STRUCTURE},
+        pruner=L1RankedStructure(), check=_ranked_checks),
     "L1RankedStructureParameterPruner_AGP": ClassSpec(
-        "pruners", {**_AGP, "group_type": _group_type}, pruner=L1RankedStructure(),
+        "pruners", {**_AGP, "group_type": _group_type}, dict(_STRUCTURE),
+        pruner=L1RankedStructure(), check=_agp_blocks),
+    "ActivationAPoZRankedFilterPruner": ClassSpec(
+        "pruners", {"group_type": _one_of("Filters"), "desired_sparsity": _ratio,
+                    "weights": _weights}, {"group_dependency": _one_of("Leader")},
+        pruner=APoZRanked()),
+    "ActivationAPoZRankedFilterPruner_AGP": ClassSpec(
+        "pruners", {**_AGP, "group_type": _one_of("Filters")},
+        {"group_dependency": _one_of("Leader")}, pruner=APoZRanked(), check=_agp_order),
+    "RandomLevelStructureParameterPruner": ClassSpec(
+        "pruners", {"group_type": _group_type, "sparsity_range": _range, "weights": _weights},
+        dict(_STRUCTURE), pruner=RandomLevelStructure(), check=_blocks),
+    "BernoulliFilterPruner": ClassSpec(
+        "pruners", {"group_type": _one_of("Filters"), "desired_sparsity": _ratio,
+                    "weights": _weights}, pruner=BernoulliFilters()),
+    "BernoulliFilterPruner_AGP": ClassSpec(
+        "pruners", {**_AGP, "group_type": _one_of("Filters")}, pruner=BernoulliFilters(),
         check=_agp_order),
     "GroupLassoRegularizer": ClassSpec("regularizers", {"reg_regims": _reg_regims},
-                                       {"threshold_criteria": _text}, regularizer=GroupLasso(),
-                                       rescale=_scaled_strength),
+                                       {"threshold_criteria": _one_of("Mean_Abs", "Max")},
+                                       regularizer=GroupLasso(), rescale=_scaled_strength),
+    "GroupVarianceRegularizer": ClassSpec("regularizers", {"reg_regims": _channel_regims},
+                                          regularizer=GroupVariance(),
+                                          rescale=_scaled_strength),
+    "L1Regularizer": ClassSpec("regularizers", {"reg_regims": _strengths},
+                               {"threshold_criteria": _one_of("Mean_Abs", "Max")},
+                               regularizer=L1(), rescale=_scaled_strength),
     "StepLR": ClassSpec("lr_schedulers", {"step_size": _epochs_int}, dict(_GAMMA),
                         lr_scheduler=lambda a, opt: _LR.StepLR(opt, a["step_size"],
                                                                a.get("gamma", 0.1)),
@@ -205,6 +563,10 @@ CLASSES: dict[str, ClassSpec] = {
                              lr_scheduler=lambda a, opt: _LR.MultiStepLR(
                                  opt, list(a["milestones"]), a.get("gamma", 0.1)),
                              rescale=_scaled_milestones),
+    "MultiStepMultiGammaLR": ClassSpec("lr_schedulers", {"milestones": _milestones,
+                                                         "gammas": _gammas},
+                                       lr_scheduler=_lambda_lr, rescale=_scaled_milestones,
+                                       check=_gammas_match),
     "ExponentialLR": ClassSpec("lr_schedulers", dict(_GAMMA),
                                lr_scheduler=lambda a, opt: _LR.ExponentialLR(opt, a["gamma"])),
     "CosineAnnealingLR": ClassSpec("lr_schedulers", {"T_max": _epochs_int},
@@ -212,20 +574,48 @@ CLASSES: dict[str, ClassSpec] = {
                                    lr_scheduler=lambda a, opt: _LR.CosineAnnealingLR(
                                        opt, a["T_max"], a.get("eta_min", 0)),
                                    rescale=_scaled_epochs("T_max")),
-    "FilterRemover": ClassSpec("extensions", {}, dict(_THINNER), removes=("Filters",)),
-    "ChannelRemover": ClassSpec("extensions", {}, dict(_THINNER), removes=("Channels",)),
-    "StructureRemover": ClassSpec("extensions", {}, dict(_THINNER),
-                                  removes=("Filters", "Channels")),
-    "PostTrainLinearQuantizer": ClassSpec(
-        "quantizers", {}, {"bits_activations": _bits, "bits_parameters": _bits,
-                           "bits_accum": lambda p, v: v, "mode": _text, "backend": _text,
-                           "per_channel_wts": lambda p, v: v}, quantizes=True),
+    "PolynomialLR": ClassSpec("lr_schedulers", {"T_max": _epochs_int, "power": _positive},
+                              lr_scheduler=lambda a, opt: _LR.PolynomialLR(
+                                  opt, a["T_max"], a["power"]),
+                              rescale=_scaled_epochs("T_max")),
+    "ReduceLROnPlateau": ClassSpec(
+        "lr_schedulers", {}, {"mode": _one_of("min", "max"), "factor": _gamma,
+                              "patience": _count, "threshold": _non_negative,
+                              "threshold_mode": _one_of("rel", "abs"), "cooldown": _count,
+                              "min_lr": _non_negative, "eps": _non_negative,
+                              "verbose": _flag},
+        lr_scheduler=_plateau, rescale=_scaled_counts("patience", "cooldown"), metric=True,
+        ignored={"verbose": "edge_tune logs every epoch's learning rate itself"}),
+    "FilterRemover": _thinner("Filters"),
+    "ResnetCifarFilterRemover": _thinner("Filters"),
+    "ChannelRemover": _thinner("Channels"),
+    "ResnetCifarChannelRemover": _thinner("Channels"),
+    "StructureRemover": _thinner("Filters", "Channels"),
+    "PostTrainLinearQuantizer": _ptq(),
+    "QuantAwareTrainRangeLinearQuantizer": _qat(),
+    # quantisation-aware training below 8 bits: _bits refuses fewer bits by name; at 8 bits
+    # they train as int8 through NNCF like the linear one
+    "DorefaQuantizer": _qat(),
+    "PACTQuantizer": _qat(),
+    "WRPNQuantizer": _qat(),
 }
+
+POLICY_ARGS: dict[str, dict[str, Check]] = {
+    "pruner": {"keep_mask": _flag, "mini_batch_pruning_frequency": _count,
+               "mask_on_forward_only": _flag, "use_double_copies": _flag,
+               "mask_gradients": _flag, "discard_masks_at_minibatch_end": _flag,
+               "skip_first_minibatch": _flag, "fold_batchnorm": _flag, "levels": _levels},
+    "regularizer": {"keep_mask": _flag},
+}
+POLICY_IGNORED = {"skip_first_minibatch": "the first masks are set at the start of the epoch "
+                                          "either way (one mini-batch of difference)"}
 
 
 def strip_prefix(name: str) -> str:
-    """A weight name without Distiller's DataParallel ``module.`` prefix."""
-    return name.removeprefix("module.")
+    """A weight name without Distiller's DataParallel ``module`` components: the leading
+    ``module.``, and AlexNet's and VGG's ``features.module.3.weight`` (only their features
+    were wrapped)."""
+    return ".".join(part for part in name.split(".") if part != "module")
 
 
 @dataclass(frozen=True)
@@ -244,7 +634,7 @@ class Instance:
 
     def weights(self) -> tuple[str, ...]:
         """The weight names this instance acts on (empty for schedulers and extensions)."""
-        for key in ("weights", "levels", "thresholds", "reg_regims"):
+        for key in ("weights", "levels", "thresholds", "reg_regims", "sensitivities"):
             if key in self.args:
                 return tuple(w for w in self.args[key] if w != "*")
         return ()
@@ -277,6 +667,16 @@ class Recipe:
     instances: dict[str, Instance]
     policies: tuple[Policy, ...]
     source: str = "<dict>"
+    ignored: tuple[str, ...] = ()  # accepted options that change nothing here, and why
+    header_epochs: int | None = None  # the training length its header's command line gives
+    resumed: bool = False  # its header resumes a run: its timeline starts at its first policy
+
+    def origin(self) -> int:
+        """The epoch the recipe's run starts at: its first policy's when it resumes a run
+        (Distiller's ``--resume``), else 0."""
+        starts = [min(p.epochs) if p.epochs is not None else p.starting_epoch
+                  for p in self.policies]
+        return min(starts) if self.resumed and starts else 0
 
     def at(self, epoch: int) -> list[Policy]:
         """Policies firing at ``epoch``, in declaration order (Distiller's tie-break)."""
@@ -314,6 +714,27 @@ def _epoch(path: str, value: Any) -> int:
     return value
 
 
+def _policy_args(path: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A policy's ``args`` (how a pruner or regulariser policy applies its masks), checked."""
+    for key in body:
+        if key not in ("instance_name", "args"):
+            raise unknown(path, str(key), ["instance_name", "args"])
+    args = body.get("args") or {}
+    if not isinstance(args, dict):
+        raise UserError(f"{path}.args: expected a mapping, got {args!r}")
+    valid = POLICY_ARGS.get(kind, {})
+    for key in args:
+        if key not in valid:
+            if not valid:
+                raise UserError(f"{path}.args.{key}: a {kind} policy takes no args")
+            raise unknown(f"{path}.args", str(key), valid)
+    checked = {k: valid[k](f"{path}.args.{k}", v) for k, v in args.items()}
+    if checked.get("mask_gradients") and not checked.get("mask_on_forward_only"):
+        raise UserError(f"{path}.args.mask_gradients: needs mask_on_forward_only: true "
+                        "(Distiller: they are mutually exclusive otherwise)")
+    return checked
+
+
 def _policy(i: int, raw: Any, instances: dict[str, Instance]) -> Policy:
     path = f"policies[{i}]"
     kinds = [k for k in SECTIONS.values() if isinstance(raw, dict) and k in raw]
@@ -329,7 +750,7 @@ def _policy(i: int, raw: Any, instances: dict[str, Instance]) -> Policy:
     if name not in instances or instances[name].section != section:
         raise unknown(f"{path}.{kind}.instance_name", str(name),
                       [n for n, inst in instances.items() if inst.section == section])
-    args = body.get("args") or {}
+    args = _policy_args(f"{path}.{kind}", kind, body)
     extra = set(raw) - {kind, "epochs", "starting_epoch", "ending_epoch", "frequency"}
     if extra:
         raise unknown(path, sorted(extra)[0], ["epochs", "starting_epoch", "ending_epoch",
@@ -372,16 +793,74 @@ def recipe_from_dict(raw: Any, source: str = "<dict>") -> Recipe:
     policies = raw.get("policies") or []
     if not isinstance(policies, list):
         raise UserError(f"policies: expected a list, got {policies!r}")
-    return Recipe(instances, tuple(_policy(i, p, instances) for i, p in enumerate(policies)),
-                  source)
+    checked = tuple(_policy(i, p, instances) for i, p in enumerate(policies))
+    return Recipe(instances, checked, source, _ignored(instances, checked))
+
+
+def _ignored(instances: dict[str, Instance], policies: tuple[Policy, ...]) -> tuple[str, ...]:
+    """Every accepted option that changes nothing in edge_tune, as ``key: why``."""
+    out = []
+    used = {p.instance for p in policies}
+    for inst in instances.values():
+        path = f"{inst.section}.{inst.name}"
+        if inst.name not in used and not inst.spec.int8:  # a quantizer acts without a policy
+            out.append(f"{path}: no policy uses it")
+        out += [f"{path}.{k}: {why}" for k, why in inst.spec.ignored.items() if k in inst.args]
+        out += [f"{key}: NNCF sets one method for the whole model"
+                for key in _overrides_ignored(inst.args)]
+    for i, policy in enumerate(policies):
+        out += [f"policies[{i}].{policy.kind}.args.{k}: {why}"
+                for k, why in POLICY_IGNORED.items() if k in policy.args]
+    return tuple(out)
+
+
+def read_header(text: str) -> tuple[int | None, bool]:
+    """What a recipe's comments say of its run: the first ``--epochs N`` of a command line in
+    them, and whether a command there resumes a run (``--resume``, ``--resume-from``)."""
+    comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+    found = re.search(r"--epochs[= ]+(\d+)", comments)
+    return (int(found.group(1)) if found else None), "--resume" in comments
+
+
+@dataclass(frozen=True)
+class PublishedLayer:
+    """One row of the weights table Distiller printed after a run (recipe headers quote it)."""
+
+    shape: tuple[int, ...]
+    dense: int  # elements
+    nonzero: int
+    fine: float  # % of elements that are zero
+
+
+_ROW = re.compile(r"\|\s*[\d.]+\s*\|\s*([\w.]+)\s*\|\s*\(([\d, ]+)\)\s*\|\s*(\d+)\s*\|"
+                  r"\s*(\d+)\s*\|(?:[^|]*\|){5}\s*([\d.]+)\s*\|")
+
+
+def published_layers(text: str) -> dict[str, PublishedLayer]:
+    """The first weights table in a recipe's header comments: weight name (``module.``
+    dropped) -> its shape, element count, non-zeros and fine-grained sparsity."""
+    rows: dict[str, PublishedLayer] = {}
+    for line in text.splitlines():
+        if not line.lstrip().startswith("#"):
+            continue
+        for found in _ROW.finditer(line):  # a header may have two rows run together
+            name, shape, dense, nonzero, fine = found.groups()
+            rows[strip_prefix(name)] = PublishedLayer(
+                tuple(int(d) for d in shape.replace(" ", "").split(",") if d), int(dense),
+                int(nonzero), float(fine))
+        if rows and "Total sparsity" in line:
+            break
+    return rows
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file (safe YAML)."""
+    """Read and validate a recipe file (safe YAML), with what its header says of its run."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--recipe: no such file {str(file)!r}")
-    return recipe_from_dict(read_yaml(file), str(file))
+    epochs, resumed = read_header(file.read_text(errors="replace"))
+    return replace(recipe_from_dict(read_yaml(file), str(file)), header_epochs=epochs,
+                   resumed=resumed)
 
 
 def check_weights(recipe: Recipe, parameter_names: list[str]) -> None:
@@ -408,8 +887,9 @@ def agp_sparsity(initial: float, final: float, starting_epoch: int, ending_epoch
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
-    """Map every policy's epochs from a ``from_epochs`` run onto ``to_epochs`` proportionally.
+def rescale(recipe: Recipe, from_epochs: int, to_epochs: int, origin: int = 0) -> Recipe:
+    """Map every policy's epochs from a ``from_epochs`` run starting at ``origin`` onto
+    ``to_epochs`` starting at 0, proportionally.
 
     Rounded to whole epochs; a range keeps at least one epoch and a frequency of at least 1.
     Each class's own arguments rescale as its registry entry says (LR step sizes, T_max and
@@ -422,7 +902,7 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
 
     def scale(epoch: int) -> int:
         # an action in a recipe's last epoch (SSL thins at 179 of 180) stays inside the run
-        return min(round(epoch * factor), to_epochs - 1)
+        return max(0, min(round((epoch - origin) * factor), to_epochs - 1))
 
     policies = []
     for p in recipe.policies:
@@ -430,10 +910,11 @@ def rescale(recipe: Recipe, from_epochs: int, to_epochs: int) -> Recipe:
             policies.append(replace(p, epochs=tuple(sorted({scale(e) for e in p.epochs}))))
             continue
         start = scale(p.starting_epoch)
-        end = max(start + 1, round(p.ending_epoch * factor))
+        end = max(start + 1, round((p.ending_epoch - origin) * factor))
         policies.append(replace(p, starting_epoch=start, ending_epoch=end,
-                                frequency=max(1, scale(p.frequency))))
+                                frequency=max(1, min(round(p.frequency * factor),
+                                                     to_epochs - 1))))
     instances = {name: inst if inst.spec.rescale is None
                  else replace(inst, args=inst.spec.rescale(inst.args, factor))
                  for name, inst in recipe.instances.items()}
-    return Recipe(instances, tuple(policies), recipe.source)
+    return replace(recipe, instances=instances, policies=tuple(policies))

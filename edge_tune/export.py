@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -16,7 +19,7 @@ from torch.fx.experimental.optimization import fuse
 from edge_tune.verify import WeightStats
 
 
-def _fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval) with every BatchNorm that follows a conv folded into it, the
     convs keeping their names (torch.fx); ``model`` itself when fx cannot trace it.
 
@@ -31,22 +34,69 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+def _upsampling_pools(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Adaptive average pools (name -> factor) whose output is a whole multiple of their input
+    (torchvision's AlexNet and VGG pool to 6x6 / 7x7; at 32-64 px their features are 1x1):
+    there each output is one input pixel repeated, which is nearest-neighbour upsampling, and
+    the TorchScript exporter refuses adaptive pooling to a size its input does not divide."""
+    found: dict[str, int] = {}
+
+    def hook(name: str, module: nn.AdaptiveAvgPool2d) -> Callable[..., None]:
+        def record(_: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            height, width = (int(d) for d in args[0].shape[-2:])
+            out: Any = module.output_size
+            sizes = [out, out] if isinstance(out, int) else list(out or ())
+            if not all(isinstance(v, int) for v in sizes) or height != width \
+                    or sizes[0] != sizes[1]:
+                return
+            target = int(sizes[0])
+            if target > height and target % height == 0:
+                found[name] = target // height
+        return record
+
+    pools = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+    handles = [m.register_forward_pre_hook(hook(n, m)) for n, m in pools]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``model``, or a copy whose upsampling adaptive pools are nearest upsampling (the same
+    function, which ONNX can express)."""
+    factors = _upsampling_pools(model, example)
+    if not factors:
+        return model
+    model = copy.deepcopy(model)
+    for name, factor in factors.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Upsample(scale_factor=factor))
+    return model
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path,
+                fold: bool = True) -> Path:
     """Export ``model`` (eval mode, batch 1) to ONNX with the TorchScript exporter.
 
-    BatchNorm is folded into the convs first (:func:`_fold_batchnorm`, as OpenVINO would at
-    compile time) and constant folding is off, so every initializer keeps torch's parameter
-    name: that is what lets verification find each layer in the exported file. The TorchScript
-    path takes 0.2 s for ResNet-20 where the dynamo exporter took 2.2-2.9 s
+    BatchNorm is folded into the convs first (:func:`fold_batchnorm`, as OpenVINO would at
+    compile time; ``fold=False`` for a model NNCF fake-quantises, whose quantisers torch.fx's
+    trace would drop) and constant folding is off, so every initializer keeps torch's
+    parameter name: that is what lets verification find each layer in the exported file. The
+    TorchScript path takes 0.2 s for ResNet-20 where the dynamo exporter took 2.2-2.9 s
     (``benchmarks/overhead.py``), and a trial exports twice.
     """
     model.eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    exportable = _exportable(model, example)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(_fold_batchnorm(model), (example,), str(path), dynamo=False,
-                          input_names=["input"], output_names=["logits"],
-                          do_constant_folding=False)
+        torch.onnx.export(fold_batchnorm(exportable) if fold else exportable, (example,),
+                          str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], do_constant_folding=False)
     return Path(path)
 
 

@@ -2,9 +2,11 @@
 
 ``model:`` in the config is one of
 
-- a built-in name (:data:`MODELS`: ``resnet20_cifar``, ``resnet56_cifar``, ``simple_cnn``),
-  layer names as Distiller's (``conv1``, ``layerN.M.conv1|bn1|conv2|bn2``,
-  ``layerN.0.downsample.0|1``, ``fc``) so its recipes apply as written;
+- a built-in name (:data:`MODELS`: Distiller's ``resnet20_cifar``, ``resnet56_cifar``,
+  ``plain20_cifar``, ``preact_resnet20_cifar``, ``vgg16_cifar``, ``mobilenet``, and
+  ``simple_cnn``), module names as Distiller's (``conv1``, ``layerN.M.conv1|bn1|conv2|bn2``,
+  ``layerN.0.downsample.0|1``, ``fc``; ``features.N``; ``model.N.M``) so its recipes apply as
+  written (:mod:`edge_tune.architectures`);
 - ``torchvision:<name>``: any image-classification builder of ``torchvision.models``, built
   with ``num_classes`` from the data and no weights (they come from ``baseline.checkpoint`` or
   training);
@@ -31,83 +33,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from edge_tune.architectures import MobileNetV1, PreactResNetCifar, ResNetCifar, SmallCNN, VGGCifar
 from edge_tune.errors import UserError, first_line, unknown
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual; a 1x1 conv + BN shortcut when the shape changes."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + residual)
-
-
-class ResNetCifar(nn.Module):
-    """CIFAR ResNet (He et al. 2016, section 4.2): 3 stages of 16/32/64 channels."""
-
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.relu = nn.ReLU()
-        self.layer1 = self._stage(16, 16, blocks_per_stage, 1)
-        self.layer2 = self._stage(16, 32, blocks_per_stage, 2)
-        self.layer3 = self._stage(32, 64, blocks_per_stage, 2)
-        # Adaptive pooling equals Distiller's AvgPool2d(8) at 32x32 and accepts other sizes.
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    @staticmethod
-    def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [BasicBlock(inplanes, planes, stride)]
-        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-class SmallCNN(nn.Module):
-    """Three conv-BN-ReLU layers and a linear head (~25k params): for fast tests."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 32, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
-        self.conv3 = nn.Conv2d(32, 64, 3, 2, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = self.relu(self.bn3(self.conv3(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 @dataclass(frozen=True)
@@ -122,6 +49,7 @@ class ModelSpec:
     # first stage's ratio, since they feed its residual stream
     stages: tuple[str, ...] | None = ()
     builtin: bool = True  # False: checked by building it once (class count, output shape)
+    min_image_size: int = 8  # px: smaller inputs pool away to nothing (VGG: five 2x2 pools)
 
 
 _RESNET_STAGES = ("layer1", "layer2", "layer3")
@@ -129,6 +57,12 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3")
 MODELS: dict[str, ModelSpec] = {
     "resnet20_cifar": ModelSpec(lambda num_classes: ResNetCifar(3, num_classes), _RESNET_STAGES),
     "resnet56_cifar": ModelSpec(lambda num_classes: ResNetCifar(9, num_classes), _RESNET_STAGES),
+    "plain20_cifar": ModelSpec(lambda num_classes: ResNetCifar(3, num_classes, plain=True),
+                               _RESNET_STAGES),
+    "preact_resnet20_cifar": ModelSpec(lambda num_classes: PreactResNetCifar(3, num_classes),
+                                       _RESNET_STAGES),
+    "vgg16_cifar": ModelSpec(VGGCifar, None, min_image_size=32),
+    "mobilenet": ModelSpec(MobileNetV1, None, min_image_size=32),
     "simple_cnn": ModelSpec(SmallCNN),
 }
 TORCHVISION = "torchvision:"
@@ -240,8 +174,13 @@ def model_stages(name: str) -> tuple[str, ...]:
 
 
 def check_model(name: str, num_classes: int, image_size: int) -> None:
-    """A model that is not built in must build and map (2, 3, S, S) images to (2, classes)."""
-    if model_spec(name).builtin:
+    """A built-in model must fit the image size; one that is not built in must build and map
+    (2, 3, S, S) images to (2, classes)."""
+    spec = model_spec(name)
+    if spec.builtin:
+        if image_size < spec.min_image_size:
+            raise UserError(f"data.image_size: {name} needs at least {spec.min_image_size} px "
+                            f"(its poolings leave nothing of smaller inputs), got {image_size}")
         return
     model = create_model(name, num_classes).eval()
     try:

@@ -181,13 +181,13 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: Context) -> dic
     run = fit_recipe(model, recipe_from_dict(recipe, name), splits, config, epochs,
                      log=lambda _: None, report_top1=True)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_study-"))
-    artifact = deploy(model, run.int8, splits, config, out, ctx.base_shapes,
-                      arrays(splits.test))
+    artifact = deploy(run.model, run.int8 or False, splits, config, out, ctx.base_shapes,
+                      arrays(splits.test), fake_quantised=run.qat)
     compression = verdict(artifact.verification,
                           removes_structures="extensions" in recipe,
                           zeroes_weights="pruners" in recipe or "regularizers" in recipe)
     result = {"method": name, "top1": artifact.top1, "top5": artifact.top5,
-              "macs": artifact.macs, "params": artifact.params, "int8": run.int8,
+              "macs": artifact.macs, "params": artifact.params, "int8": run.int8 is not None,
               "compression": compression, "verification": table(artifact.verification),
               "thinned": run.thinned, "thinning_top1": run.thinning_top1,
               "files": model_files(artifact.deployed), "onnx": artifact.onnx_path.read_bytes(),

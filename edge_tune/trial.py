@@ -205,13 +205,17 @@ def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,
     model = copy.deepcopy(base.model)
     start = time.perf_counter()
     run = fit_recipe(model, recipe, splits, config, epochs, log, report_top1=True)
-    artifact = deploy(model, run.int8, splits, config, out, base.shapes, test,
-                      timings={"recipe_s": time.perf_counter() - start})
+    artifact = deploy(run.model, run.int8 or False, splits, config, out, base.shapes, test,
+                      timings={"recipe_s": time.perf_counter() - start},
+                      fake_quantised=run.qat)
     artifact.thinned = run.thinned
     compression = verdict(artifact.verification, removes_structures=any(
         i.spec.removes for i in recipe.instances.values()), zeroes_weights=bool(run.masks))
-    extra = {"sparsity": sparsity_report(model), "thinning_top1": run.thinning_top1,
-             "epochs": epochs, "int8": run.int8, "recipe": recipe.source}
+    int8 = "quantisation-aware (NNCF)" if run.qat else \
+        ("post-training (NNCF)" if run.int8 is not None else False)
+    extra = {"sparsity": sparsity_report(run.model), "thinning_top1": run.thinning_top1,
+             "epochs": epochs, "int8": int8, "int8_options": asdict(run.int8) if run.int8
+             else None, "ignored": list(recipe.ignored), "recipe": recipe.source}
     return _record(config, base, artifact, out, compression, extra)
 
 

@@ -13,12 +13,16 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "edge_tune"
 # The deliberate exceptions to "imports at module top": heavy optional libraries where the one
 # path that needs them runs, so that a command answers bad input within seconds (scikit-learn
-# for digits, torchvision for torchvision: models, NNCF for int8, bayes_opt and its
+# for digits, torchvision for torchvision: models, NNCF for int8 and quantisation-aware
+# training, bayes_opt and its
 # scikit-learn for the bayesopt searcher: ~2 s each), the report's plotting library (its
 # file-only backend is chosen before pyplot is imported) and W&B (only with --wandb); and one
 # import for type checkers only.
 LAZY = {("data", "sklearn.datasets"), ("searcher", "edge_tune.bayesopt"),
-        ("models", "torchvision.models"), ("quantize", "nncf"), ("report", "matplotlib"),
+        ("models", "torchvision.models"), ("quantize", "nncf"),
+        ("quantize", "nncf.quantization.advanced_parameters"),
+        ("quantize", "nncf.quantization.range_estimator"), ("scheduler", "nncf"),
+        ("report", "matplotlib"),
         ("report", "matplotlib.pyplot"), ("report", "wandb"), ("space", "importlib.abc")}
 EDGE = ("actor", "bench", "node", "verify")  # what an edge node imports: no torch
 
@@ -113,7 +117,7 @@ def test_registries_carry_what_callers_need() -> None:
     assert {"bayesopt", "random"} <= set(SEARCHERS)
     behaviour = {"pruners": "pruner", "regularizers": "regularizer",
                  "lr_schedulers": "lr_scheduler", "extensions": "removes",
-                 "quantizers": "quantizes"}
+                 "quantizers": "int8"}
     assert set(behaviour) == set(SECTIONS)
     for name, spec in CLASSES.items():  # every class behaves as its section needs
         assert getattr(spec, behaviour[spec.section]), name

@@ -32,11 +32,13 @@ def test_resnet56_has_nine_blocks_per_stage() -> None:
 def test_every_model_runs_at_other_input_sizes(name: str) -> None:
     model = create_model(name, 7).eval()
     for size in (16, 32, 64):
-        assert model(torch.zeros(1, 3, size, size)).shape == (1, 7)
+        if size >= MODELS[name].min_image_size:
+            assert model(torch.zeros(1, 3, size, size)).shape == (1, 7)
 
 
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(UserError, match="valid: resnet20_cifar, resnet56_cifar, simple_cnn"):
+    with pytest.raises(UserError, match="valid: mobilenet, plain20_cifar, preact_resnet20_cifar, "
+                       "resnet20_cifar, resnet56_cifar, simple_cnn, vgg16_cifar"):
         create_model("resnet18", 10)
 
 
@@ -99,3 +101,49 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, target: str, message: st
         check_model(name, 10, 32)
     assert message.format(tmp=tmp_path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# Distiller's weights tables (recipe headers) for each architecture: the dense baselines where
+# one is published, else a fine-grained run (shapes stay dense there)
+PUBLISHED = {
+    "resnet20_cifar": ("ssl/resnet20_cifar_baseline_training.yaml", 10),
+    "resnet56_cifar": ("pruning_filters_for_efficient_convnets/"
+                       "resnet56_cifar_baseline_training.yaml", 10),
+    "plain20_cifar": ("auto_compression/plain20_cifar_baseline_training.yaml", 10),
+    "vgg16_cifar": ("baseline_networks/cifar/vgg16_cifar_baseline_training.yaml", 10),
+    "mobilenet": ("agp-pruning/mobilenet.imagenet.schedule_agp.yaml", 1000),
+    "torchvision:resnet18": ("agp-pruning/resnet18.schedule_agp.yaml", 1000),
+    "torchvision:resnet50": ("agp-pruning/resnet50.schedule_agp.yaml", 1000),
+    "torchvision:alexnet": ("agp-pruning/alexnet.schedule_agp.yaml", 1000),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_architectures_match_distillers_published_weight_shapes(arch: str) -> None:
+    """Every conv/fc weight Distiller lists, with its shape and element count, and no other:
+    the recipes written for these architectures name exactly these tensors."""
+    from edge_tune.distiller import published_layers
+    from tests.conftest import ROOT
+
+    recipe, classes = PUBLISHED[arch]
+    table = published_layers((ROOT / "examples" / "distiller" / recipe).read_text())
+    model = create_model(arch, classes)
+    ours = {f"{n}.weight": tuple(m.weight.shape) for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+    assert {n: row.shape for n, row in table.items()} == ours
+    assert sum(row.dense for row in table.values()) == sum(
+        torch.Size(s).numel() for s in ours.values())
+
+
+def test_distiller_architectures_by_name() -> None:
+    plain = create_model("plain20_cifar", 10)
+    assert not any("downsample" in n for n, _ in plain.named_modules())  # no shortcuts
+    preact = create_model("preact_resnet20_cifar", 10)
+    names = set(preact.state_dict())
+    assert {"layer1.0.pre_bn.weight", "layer2.0.bn.weight", "final_bn.weight"} <= names
+    assert sum(p.numel() for p in preact.parameters()) == sum(
+        p.numel() for p in plain.parameters())  # same convs, BN moved, parameter-free shortcut
+    assert sum(p.numel() for p in create_model("mobilenet", 1000).parameters()) == 4_231_976
+    with pytest.raises(UserError, match="data.image_size: vgg16_cifar needs at least 32 px"):
+        from edge_tune.models import check_model
+        check_model("vgg16_cifar", 10, 16)

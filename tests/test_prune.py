@@ -3,11 +3,13 @@ recipes use."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from edge_tune import prune
 from edge_tune.distiller import CLASSES, recipe_from_dict
@@ -16,15 +18,44 @@ from edge_tune.scheduler import RecipeRun, apply_recipe
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 TARGET = "layer3.1.conv1.weight"  # not tied by a residual add: one layer, one ratio
-# per class: arguments naming TARGET, the level the runner passes, the zero fraction expected
-CASES: dict[str, tuple[dict[str, Any], float, float]] = {
-    "SparsityLevelParameterPruner": ({"levels": {TARGET: 0.6}}, 0.0, 0.6),
-    "MagnitudeParameterPruner": ({"thresholds": {TARGET: 0.0}}, 0.0, 0.0),
-    "AutomatedGradualPruner": ({"weights": [TARGET]}, 0.4, 0.4),
-    "L1RankedStructureParameterPruner": ({"weights": [TARGET], "group_type": "Filters"},
-                                         0.25, 0.25),
-    "L1RankedStructureParameterPruner_AGP": ({"weights": [TARGET], "group_type": "Channels"},
-                                             0.5, 0.5),
+
+
+@dataclass(frozen=True)
+class Case:
+    """Arguments naming TARGET, the level the runner passes, the zero fraction expected."""
+
+    args: dict[str, Any]
+    level: float
+    zeros: float
+    tolerance: float = 0.01
+    by_magnitude: bool = False  # fine-grained: the smallest magnitudes go first
+    repeats: bool = True  # the same masks when asked twice (random pruners draw anew)
+
+
+# kaiming-normal weights: |w| <= 0.5 std is 38% of them, |w| < mean |w| 58%
+CASES: dict[str, Case] = {
+    "SparsityLevelParameterPruner": Case({"levels": {TARGET: 0.6}}, 0.0, 0.6, by_magnitude=True),
+    "MagnitudeParameterPruner": Case({"thresholds": {TARGET: 0.0}}, 0.0, 0.0, by_magnitude=True),
+    "AutomatedGradualPruner": Case({"weights": [TARGET]}, 0.4, 0.4, by_magnitude=True),
+    "SensitivityPruner": Case({"sensitivities": {TARGET: 0.5}}, 0.0, 0.38, 0.03,
+                              by_magnitude=True),
+    "SplicingPruner": Case({"sensitivities": {TARGET: 0.0}, "low_thresh_mult": 1.0,
+                            "hi_thresh_mult": 1.0}, 0.0, 0.58, 0.03, by_magnitude=True),
+    "L1RankedStructureParameterPruner": Case({"weights": [TARGET], "group_type": "Filters"},
+                                             0.25, 0.25),
+    "L1RankedStructureParameterPruner_AGP": Case({"weights": [TARGET],
+                                                  "group_type": "Channels"}, 0.5, 0.5),
+    "ActivationAPoZRankedFilterPruner": Case({"weights": [TARGET], "group_type": "Filters"},
+                                             0.25, 0.25),
+    "ActivationAPoZRankedFilterPruner_AGP": Case({"weights": [TARGET],
+                                                  "group_type": "Filters"}, 0.5, 0.5),
+    "RandomLevelStructureParameterPruner": Case(
+        {"weights": [TARGET], "group_type": "Filters", "sparsity_range": (0.25, 0.5)}, 0.0,
+        0.375, 0.13, repeats=False),
+    "BernoulliFilterPruner": Case({"weights": [TARGET], "group_type": "Filters"}, 0.5, 0.5,
+                                  0.2, repeats=False),
+    "BernoulliFilterPruner_AGP": Case({"weights": [TARGET], "group_type": "Filters"}, 0.25,
+                                      0.25, 0.2, repeats=False),
 }
 
 
@@ -32,8 +63,10 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
-def _no_ties(names: tuple[str, ...]) -> list[prune.Tied]:
-    return [prune.Tied([n]) for n in names]
+def _context(model: nn.Module) -> RecipeRun:
+    """The recipe runner as the pruners' context, over 64 random training images."""
+    data = TensorDataset(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)))
+    return RecipeRun(model, EXAMPLE, recipe_from_dict({}), lambda _: None, dataset=data)
 
 
 PRUNERS = {name: spec.pruner for name, spec in CLASSES.items() if spec.pruner is not None}
@@ -51,25 +84,31 @@ def test_pruner_contract(cls: str) -> None:
     torch.manual_seed(0)
     model = create_model("resnet20_cifar", 10).eval()
     weights = _weights(model)
-    args, level, expected = CASES[cls]
-    masks = PRUNERS[cls].masks(weights, args, level, _no_ties)
+    case = CASES[cls]
+    ctx = _context(model)
+    masks = PRUNERS[cls].masks(weights, case.args, case.level, ctx)
     assert set(masks) == {TARGET}
     mask = masks[TARGET]
     assert mask.shape == weights[TARGET].shape
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    assert float((mask == 0).float().mean()) == pytest.approx(expected, abs=0.01)
+    assert float((mask == 0).float().mean()) == pytest.approx(case.zeros, abs=case.tolerance)
     kept = weights[TARGET].abs()[mask == 1]
     dropped = weights[TARGET].abs()[mask == 0]
-    if dropped.numel() and "Structure" not in cls:  # the smallest magnitudes go first
+    if dropped.numel() and case.by_magnitude:
         assert float(dropped.max()) <= float(kept.min())
-    again = PRUNERS[cls].masks(weights, args, level, _no_ties)
-    assert torch.equal(again[TARGET], mask)
+    if not case.by_magnitude:  # structured: whole filters (dim 0) or input channels (dim 1)
+        per_filter = (mask == 0).flatten(1).float().mean(1)
+        per_channel = (mask == 0).transpose(0, 1).flatten(1).float().mean(1)
+        assert set(per_filter.tolist()) <= {0.0, 1.0} or set(per_channel.tolist()) <= {0.0, 1.0}
+    again = PRUNERS[cls].masks(weights, case.args, case.level, ctx)
+    assert torch.equal(again[TARGET], mask) == case.repeats
 
 
 def test_magnitude_threshold_zeroes_what_is_below_it() -> None:
-    weights = _weights(create_model("resnet20_cifar", 10))
+    model = create_model("resnet20_cifar", 10)
+    weights = _weights(model)
     masks = PRUNERS["MagnitudeParameterPruner"].masks(
-        weights, {"thresholds": {TARGET: 0.05}}, 0.0, _no_ties)
+        weights, {"thresholds": {TARGET: 0.05}}, 0.0, _context(model))
     assert torch.equal(masks[TARGET], (weights[TARGET].abs() > 0.05).float())
 
 

@@ -50,3 +50,39 @@ def test_batchnorm_is_folded_so_nothing_is_quantised_between_conv_and_it(tmp_pat
     x = images[:1]
     f32 = ov.Core().compile_model(str(onnx), "CPU")(x)[0]
     assert np.abs(f32 - model(torch.as_tensor(x)).detach().numpy()).max() < 1e-4  # folded right
+
+
+def _quantised_inputs(path: Path) -> dict[str, int]:
+    """Per Convolution / MatMul: how many of its inputs come through a FakeQuantize."""
+    model = ov.Core().read_model(str(path))
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "MatMul"):
+            out[op.get_friendly_name()] = sum(
+                op.input_value(i).get_node().get_type_name() == "FakeQuantize"
+                or any(src.get_node().get_type_name() == "FakeQuantize"
+                       for src in op.input_value(i).get_node().inputs()
+                       for src in [src.get_source_output()])
+                for i in range(op.get_input_size()))
+    return out
+
+
+def test_a_recipes_int8_options_leave_layers_in_float(tmp_path: Path) -> None:
+    """Distiller's overrides with null bits (or int8 only where overrides say) reach NNCF's
+    ignored scope by the layers' torch names."""
+    from edge_tune.quantize import Int8Options
+
+    torch.manual_seed(0)
+    onnx = export_onnx(create_model("simple_cnn", 10).eval(), torch.zeros(1, 3, 16, 16),
+                       tmp_path / "m.onnx")
+    images = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    every = _quantised_inputs(quantize(onnx, tmp_path / "all.xml", images))
+    no_fc = _quantised_inputs(quantize(onnx, tmp_path / "no_fc.xml", images,
+                                       options=Int8Options(float_layers=("fc",))))
+    only = _quantised_inputs(quantize(onnx, tmp_path / "only.xml", images, options=Int8Options(
+        float_layers=(), int8_layers=("conv[23]",), asymmetric_activations=True,
+        mean_ranges=True, per_channel=False)))
+    fc = next(name for name in every if "fc" in name)
+    conv1 = next(name for name in every if "conv1" in name)
+    assert every[fc] > 0 and no_fc[fc] == 0 and no_fc[conv1] == every[conv1] > 0
+    assert only[conv1] == 0 and only[fc] == 0 and sum(only.values()) > 0
