@@ -49,11 +49,14 @@ def arch_of(recipe: Path) -> str:
     raise KeyError(f"no architecture for {rel}: add it to {ARCHES_FILE.name}")
 
 
-def config_for(arch: str, baseline_epochs: int, folder: Path) -> Path:
-    """A config file: ``arch`` on digits, a short baseline, a quick benchmark."""
+def config_for(arch: str, baseline_epochs: int, folder: Path, iterations: int = 60,
+               rounds: int = 2) -> Path:
+    """A config file: ``arch`` on digits, a short baseline, a quick benchmark (``iterations``
+    timed inferences per session, ``rounds`` interleaved sessions)."""
     config = {"model": arch, "data": {"name": "digits", "image_size": IMAGE_SIZE.get(arch, 32)},
               "baseline": {"epochs": baseline_epochs},
-              "bench": {"warmup": 10, "iterations": 60, "rounds": 2, "fps_seconds": 0.1}}
+              "bench": {"warmup": 10, "iterations": iterations, "rounds": rounds,
+                        "fps_seconds": 0.1}}
     path = folder / f"{arch.replace(':', '_')}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -234,6 +237,9 @@ def main() -> int:
     parser.add_argument("--baseline-epochs", type=int, default=2)
     parser.add_argument("--only", default="", help="run recipes whose path contains this")
     parser.add_argument("--timeout", type=int, default=1800, help="s per recipe")
+    parser.add_argument("--iterations", type=int, default=60, help="timed inferences per "
+                        "benchmark session")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved sessions")
     parser.add_argument("--out", help="folder for the runs (default: a temporary one)")
     parser.add_argument("--compare", help="only write docs/distiller-comparison.md from the "
                         "runs in this folder (a previous --out) and recipes.json")
@@ -253,7 +259,8 @@ def main() -> int:
         name = recipe.relative_to(RECIPES).as_posix()
         arch = arch_of(recipe)
         if arch not in configs:
-            configs[arch] = config_for(arch, args.baseline_epochs, out)
+            configs[arch] = config_for(arch, args.baseline_epochs, out, args.iterations,
+                                       args.rounds)
         run_dir = out / name.replace("/", "__").removesuffix(".yaml")
         result = {"arch": arch, **run_one(recipe, configs[arch], args.epochs, run_dir,
                                            args.timeout)}

@@ -244,14 +244,26 @@ def _ranked(weights: Weights, args: Mapping[str, Any], level: float, ctx: Contex
             score: Callable[[list[str], str], torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the ``level`` fraction of lowest-``score`` groups of every listed weight; filters
     tied by a residual add are scored together (summed; ``group_dependency: Leader``: the
-    group's first listed weight alone), so thinning can remove them consistently."""
+    group's first listed weight alone), so thinning can remove them consistently. With
+    ``Leader``, channels (and other groups) of every listed weight follow the first weight's
+    ranking: the readers of one residual stream lose the same channels (Distiller's
+    ResNet-56 channel ranking), which thinning can then remove with their producers."""
     out = {}
     block = tuple(args.get("block_shape", (1, 1, 1, 1)))
     by_type: dict[tuple[str, float], list[str]] = {}
     for name, (lvl, group_type) in _levels(args, level).items():
         by_type.setdefault((GROUP_ALIASES.get(group_type, group_type), lvl), []).append(name)
+    leader = args.get("group_dependency") == "Leader"
     for (group_type, lvl), names in by_type.items():
-        groups = ctx.tie(tuple(names)) if group_type == "Filters" else [Tied([n]) for n in names]
+        if group_type == "Filters":
+            groups = ctx.tie(tuple(names))
+        elif leader:  # one mask for every listed weight of the leader's width: its own
+            width = group_matrix(weights[names[0]], group_type, block).shape[0]
+            same = [n for n in names if group_matrix(weights[n], group_type, block).shape[0]
+                    == width]
+            groups = [Tied(same)] + [Tied([n]) for n in names if n not in same]
+        else:
+            groups = [Tied([n]) for n in names]
         for group in groups:
             if not group.removable:
                 continue

@@ -159,3 +159,22 @@ def test_weakest_cuts_the_same_positions_in_every_channel_group() -> None:
     assert sorted(prune.weakest(scores, 0.25).tolist()) == [1, 5]
     # per position summed over the groups: 11, 1, 8, 5 -> positions 1 and 3 in both groups
     assert sorted(prune.weakest(scores, 0.5, channel_groups=2).tolist()) == [1, 3, 5, 7]
+
+
+def test_leader_channels_cut_one_residual_stream_everywhere() -> None:
+    """Distiller's ResNet-56 channel ranking: every reader of layer1's stream loses the
+    leader's weakest channels, so thinning removes them with the convs that write them."""
+    model = create_model("resnet20_cifar", 10).eval()
+    readers = ["layer1.1.conv1.weight", "layer1.0.conv1.weight", "layer1.2.conv1.weight",
+               "layer2.0.conv1.weight", "layer2.0.downsample.0.weight"]
+    run = apply_recipe(model, {
+        "pruners": {"p": {"class": "L1RankedStructureParameterPruner", "group_type": "Channels",
+                          "desired_sparsity": 0.5, "group_dependency": "Leader",
+                          "weights": readers}},
+        "extensions": {"t": {"class": "StructureRemover"}},
+        "policies": [{"pruner": {"instance_name": "p"}, "epochs": [0]},
+                     {"extension": {"instance_name": "t"}, "epochs": [0]}]}, EXAMPLE)
+    assert model.conv1.weight.shape[0] == 8  # the stream's writers lose the same 8 channels
+    assert {model.layer1[b].conv2.weight.shape[0] for b in range(3)} == {8}
+    assert {dict(model.named_parameters())[w].shape[1] for w in readers} == {8}
+    assert sum(run.thinned["t"].values()) > 0 and model(EXAMPLE).shape == (1, 10)
