@@ -26,9 +26,11 @@ def _kaiming(model: nn.Module) -> None:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual; a 1x1 conv + BN shortcut when the shape changes."""
+    """Two 3x3 convs with a residual; a 1x1 conv + BN shortcut when the shape changes.
+    ``shortcut=False``: no residual at all (He et al. 2016's "plain" baseline)."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 shortcut: bool = True) -> None:
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -36,34 +38,19 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu2 = nn.ReLU()
+        self.shortcut = shortcut
         self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != planes:
+        if shortcut and (stride != 1 or inplanes != planes):
             self.downsample = nn.Sequential(
                 nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu2(out + residual)
-
-
-class PlainBlock(nn.Module):
-    """:class:`BasicBlock` without the shortcut (He et al. 2016's "plain" baseline)."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        return self.relu2(self.bn2(self.conv2(out)))
+        if self.shortcut:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu2(out)
 
 
 class ResNetCifar(nn.Module):
@@ -72,14 +59,14 @@ class ResNetCifar(nn.Module):
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, plain: bool = False) -> None:
         super().__init__()
-        block = PlainBlock if plain else BasicBlock
         self.conv1 = _conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU()
         stages = []
         for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (32, 64, 2)):
-            blocks = [block(inplanes, planes, stride)]
-            blocks += [block(planes, planes) for _ in range(blocks_per_stage - 1)]
+            blocks = [BasicBlock(inplanes, planes, stride, shortcut=not plain)]
+            blocks += [BasicBlock(planes, planes, shortcut=not plain)
+                       for _ in range(blocks_per_stage - 1)]
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # AvgPool2d(8) at 32x32
