@@ -84,22 +84,53 @@ def ncs_nodes() -> list[str]:
     return [n["NodeID"] for n in _alive() if n.get("Resources", {}).get(NCS, 0) >= 1]
 
 
-def resolve_resources(config: Config) -> Config:
-    """``tune.trial_cpus: 0`` becomes the largest trial node's CPUs / ``max_concurrent``; a
-    request that no node can hold (CPUs, GPUs) is a UserError naming it and the largest node."""
-    nodes = [n.get("Resources", {}) for n in _alive()]
-    most_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
-    most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+GB = 1024 ** 3  # bytes: Ray's ``memory`` resource is in bytes
+
+
+def trial_request(config: Config) -> dict[str, float]:
+    """What one trial asks Ray for (CPU, GPU, memory in bytes), the zeros left out."""
     tune = config.tune
-    cpus = tune.trial_cpus or float(max(1, int(most_cpus) // tune.max_concurrent))
-    fits = any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= tune.trial_gpus
-               for r in nodes)
-    if not fits:
-        key = "tune.trial_gpus" if tune.trial_gpus > most_gpus else "tune.trial_cpus"
-        raise UserError(f"{key}: a trial asks for {cpus:g} CPUs and {tune.trial_gpus:g} GPUs; "
-                        f"no node has that (the largest has {most_cpus:g} CPUs, "
-                        f"{most_gpus:g} GPUs)")
-    return replace(config, tune=replace(tune, trial_cpus=cpus))
+    request = {"CPU": tune.trial_cpus, "GPU": tune.trial_gpus,
+               "memory": tune.trial_memory_gb * GB}
+    return {k: v for k, v in request.items() if v > 0}
+
+
+def describe(resources: dict[str, float]) -> str:
+    """``2 CPUs, 1 GPUs, 4.0 GB memory`` (CPUs and GPUs always named, memory when known)."""
+    text = f"{resources.get('CPU', 0.0):g} CPUs, {resources.get('GPU', 0.0):g} GPUs"
+    if resources.get("memory"):
+        text += f", {resources['memory'] / GB:.1f} GB memory"
+    return text
+
+
+def _largest(nodes: list[dict[str, float]], key: str) -> dict[str, float]:
+    return max(nodes, key=lambda r: (r.get(key, 0.0), r.get("CPU", 0.0), r.get("GPU", 0.0)),
+               default={})
+
+
+def resolve_resources(config: Config) -> Config:
+    """``tune.trial_cpus: 0`` becomes the cores of the largest node that can run a trial (has
+    a CPU and the GPUs and memory asked for) / ``max_concurrent``; a request that no alive node
+    can hold is a UserError naming it and the largest node, before any training."""
+    nodes = [{k: float(v) for k, v in n.get("Resources", {}).items()} for n in _alive()]
+    tune = config.tune
+    request = trial_request(config)
+    if not tune.trial_cpus:
+        others = {k: v for k, v in request.items() if k != "CPU"}
+        hosts = [r for r in nodes if r.get("CPU", 0.0) >= 1
+                 and all(r.get(k, 0.0) >= v for k, v in others.items())]
+        most = max((r["CPU"] for r in hosts), default=1.0)
+        request["CPU"] = float(max(1, int(most) // tune.max_concurrent))
+    if not any(all(r.get(k, 0.0) >= v for k, v in request.items()) for r in nodes):
+        # the resource that no node has enough of alone; else the CPUs (no node has all)
+        short = next((k for k, v in request.items()
+                      if not any(r.get(k, 0.0) >= v for r in nodes)), "CPU")
+        key = {"CPU": "tune.trial_cpus", "GPU": "tune.trial_gpus",
+               "memory": "tune.trial_memory_gb"}[short]
+        largest = {k: v for k, v in _largest(nodes, short).items() if k in request}
+        raise UserError(f"{key}: a trial asks for {describe(request)}; no node has that (the "
+                        f"largest has {describe(largest)})")
+    return replace(config, tune=replace(tune, trial_cpus=request["CPU"]))
 
 
 def _device_problem(device: str) -> str | None:

@@ -75,6 +75,7 @@ class TuneConfig:
     points_to_evaluate: list[dict[str, float]] = field(default_factory=list)
     trial_cpus: float = 0.0  # 0 = the largest trial node's cores / max_concurrent
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one
+    trial_memory_gb: float = 0.0  # GB of RAM reserved per trial (Ray's `memory`); 0 = none
     max_failures: int = 0  # retries of a failed trial
     early_stop: bool = True  # stop trials that cannot win (edge_tune.stopping.EarlyStop)
     threshold: Threshold = field(default_factory=Threshold)
@@ -126,6 +127,7 @@ _FLOATS: dict[str, tuple[float, float, bool]] = {
     "finetune.lr": (0.0, 10.0, False), "finetune.weight_decay": (0.0, 1.0, False),
     "bench.fps_seconds": (0.0, 60.0, False), "bench.max_ratio_cv": (0.0, 1.0, False),
     "tune.trial_cpus": (0.0, 1024.0, False), "tune.trial_gpus": (0.0, 64.0, False),
+    "tune.trial_memory_gb": (0.0, 65536.0, False),
     "tune.threshold.min_top1": (0.0, 100.0, False),  # or null: max_drop applies
     "tune.threshold.max_drop": (0.0, 100.0, False),
 }

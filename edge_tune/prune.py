@@ -141,7 +141,8 @@ def group_scores(weight: torch.Tensor, group_type: str,
 def structure_mask(weight: torch.Tensor, drop: torch.Tensor, group_type: str,
                    block_shape: tuple[int, ...] = (1, 1, 1, 1)) -> torch.Tensor:
     """Mask zeroing the groups ``drop`` (indices into :func:`group_matrix`'s rows)."""
-    keep = torch.ones(group_matrix(weight, group_type, block_shape).shape[0])
+    keep = torch.ones(group_matrix(weight, group_type, block_shape).shape[0],
+                      device=weight.device)
     keep[drop] = 0
     return expand(keep, weight, group_type, block_shape)
 
@@ -330,6 +331,11 @@ def weakest(scores: torch.Tensor, level: float, channel_groups: int = 1) -> torc
     return (positions[None, :] + per * torch.arange(channel_groups)[:, None]).flatten()
 
 
+def _device(params: Mapping[str, torch.Tensor]) -> torch.device:
+    """Where the model's weights live (a penalty is summed there)."""
+    return next(iter(params.values())).device if params else torch.device("cpu")
+
+
 class GroupLasso:
     """``GroupLassoRegularizer``: strength x the sum of its groups' L2 norms, per weight;
     with ``threshold_criteria`` (Mean_Abs or Max) groups below the strength (the recipe's,
@@ -337,7 +343,7 @@ class GroupLasso:
     does."""
 
     def penalty(self, params: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=_device(params))
         for name, (strength, group_type) in args["reg_regims"].items():
             total = total + strength * group_matrix(params[name], group_type).norm(dim=1).sum()
         return total
@@ -360,7 +366,7 @@ class GroupVariance:
     channel L2 norms, pushing channels apart so group lasso can zero the weak ones."""
 
     def penalty(self, params: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=_device(params))
         for name, (strength, group_type) in args["reg_regims"].items():
             norms = group_matrix(params[name], group_type).norm(dim=1)
             total = total + strength / norms.var().clamp_min(1e-12)
@@ -375,7 +381,7 @@ class L1:
     with |w| <= strength are masked after every epoch."""
 
     def penalty(self, params: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=_device(params))
         for name, strength in args["reg_regims"].items():
             total = total + strength * params[name].abs().sum()
         return total

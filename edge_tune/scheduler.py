@@ -168,7 +168,8 @@ def _prune(run: RecipeRun, inst: Instance, policy: Policy, epoch: int, index: in
     pruner = inst.spec.pruner
     assert pruner is not None  # the loader puts only pruner classes under pruners
     run.epoch, run.starting_epoch, run._instance = epoch, policy.starting_epoch, inst.name
-    masks = pruner.masks(weights, args, level, run)
+    # a pruner may build its masks on the CPU (seeded draws, index tensors): the weights' device
+    masks = {n: m.to(weights[n].device) for n, m in pruner.masks(weights, args, level, run).items()}
     run.last[inst.name] = masks
     held = run.held.get(index)
     if held is None:
@@ -254,6 +255,7 @@ def _regularizer_masks(run: RecipeRun, inst: Instance) -> None:
     assert regularizer is not None
     weights = {n: p.detach() for n, p in run.params().items()}
     for name, mask in regularizer.masks(weights, inst.args).items():
+        mask = mask.to(weights[name].device)
         run.masks[name] = mask * run.masks.get(name, torch.ones_like(mask))
     run.apply_masks()
 

@@ -35,7 +35,7 @@ import yaml
 
 from edge_tune.actor import BenchCall, model_files
 from edge_tune.baseline import Baseline, prepare_baseline
-from edge_tune.cluster import connect, shutdown, start_actors
+from edge_tune.cluster import connect, shutdown, start_actors, trial_request
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import load_data
 from edge_tune.deploy import arrays, deploy, verdict
@@ -199,8 +199,10 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: Context) -> dic
 def run_stage(stage: str, recipes: dict[str, tuple[Recipe, int]], ctx: Any,
               config: Config) -> dict[str, dict[str, Any]]:
     """Compress every method as a Ray task with the trials' resources; results by method."""
-    task = ray.remote(compress_method).options(num_cpus=config.tune.trial_cpus,
-                                               num_gpus=config.tune.trial_gpus)
+    request = trial_request(config)  # resolved: CPU is always there
+    task = ray.remote(compress_method).options(num_cpus=request["CPU"],
+                                               num_gpus=request.get("GPU", 0),
+                                               memory=request.get("memory"))
     pending = {task.remote(name, recipe, epochs, ctx): name
                for name, (recipe, epochs) in recipes.items()}
     progress = Progress(stage, len(pending))

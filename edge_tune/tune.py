@@ -35,7 +35,15 @@ from ray.util import metrics
 from edge_tune import bench
 from edge_tune.actor import BenchCall, model_files
 from edge_tune.baseline import Baseline, prepare_baseline
-from edge_tune.cluster import actor_name, connect, pick_actor, shutdown, start_actors
+from edge_tune.cluster import (
+    actor_name,
+    connect,
+    describe,
+    pick_actor,
+    shutdown,
+    start_actors,
+    trial_request,
+)
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data, take
 from edge_tune.deploy import Artifact, Images, arrays, deploy_graph, deployed_accuracy
@@ -53,7 +61,7 @@ from edge_tune.recipe import Schedule, format_params, schedule_from_params
 from edge_tune.searcher import check_searcher, create_searcher
 from edge_tune.space import SearchSpace, check_points, load_space
 from edge_tune.stopping import EarlyStop
-from edge_tune.train import evaluate, set_threads
+from edge_tune.train import device_for, evaluate, set_threads
 from edge_tune.trial import Context, build, compress, plan, write_recipe
 
 EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
@@ -121,7 +129,8 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
         tune.report({**latency, "phase": "latency", "epoch": 0, "val_top1": None,
                      "objective": latency["latency_ratio"]})
         artifact, epochs_run = fine_tune(model, schedule, splits, context, out, val, latency)
-        result = _final_result(artifact, context, latency, epochs_run, started)
+        result = {**_final_result(artifact, context, latency, epochs_run, started),
+                  "trial_device": str(device_for(model))}  # where it was compressed, trained
         _write_files(artifact, model, schedule, config, measured, out)
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(out)))
     finally:
@@ -395,7 +404,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
     ctx = Context.of(config, base, threshold_top1,
                      tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
-    resources = {"cpu": config.tune.trial_cpus, "gpu": config.tune.trial_gpus}
+    resources = {k.lower(): v for k, v in trial_request(config).items()}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
                                    resources)
     if resume:
@@ -428,10 +437,55 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
     return summary
 
 
+WAIT_REPORT_S = 60.0  # a trial waiting this long for resources is said, then every 5 min
+WAIT_REPEAT_S = 300.0
+
+
+def waiting_line(pending: dict[str, dict[str, float]], since: dict[str, float], now: float,
+                 free: Callable[[], dict[str, float]]) -> str | None:
+    """What the longest-waiting trial asks for and what is free, once it has waited
+    :data:`WAIT_REPORT_S` (``pending``: trial id -> its request; ``since`` is updated: trial
+    id -> when it was first seen waiting, s since the epoch)."""
+    for trial_id in list(since):
+        if trial_id not in pending:
+            del since[trial_id]
+    for trial_id in pending:
+        since.setdefault(trial_id, now)
+    if not since:
+        return None
+    oldest = min(since, key=since.__getitem__)
+    waited = now - since[oldest]
+    if waited < WAIT_REPORT_S:
+        return None
+    return (f"waiting {waited:.0f} s for resources: trial {oldest} asks for "
+            f"{describe(pending[oldest])}; free now: {describe(free())} (another job may hold "
+            "them, or a node left; the run goes on when they free up)")
+
+
+class Waiting(Callback):
+    """Tune callback: a trial that waits for resources over a minute is said on the console,
+    with its request and what the cluster has free (Tune's own warning is below our log
+    level)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: dict[str, float] = {}
+        self.said = 0.0  # when the last line was said (s since the epoch)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        pending = {t.trial_id: dict(t.placement_group_factory.required_resources)
+                   for t in trials if t.status == "PENDING"}
+        now = time.time()
+        line = waiting_line(pending, self.since, now, ray.available_resources)
+        if line is not None and now - self.said >= WAIT_REPEAT_S:
+            self.said = now
+            log_stderr(line)
+
+
 def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
                wandb: bool) -> tune.Tuner:
     stopper = EarlyStop(config.tune.early_stop)
-    callbacks: list[Any] = [Progress(config.tune.num_samples, out, stopper)]
+    callbacks: list[Any] = [Progress(config.tune.num_samples, out, stopper), Waiting()]
     if wandb:
         callbacks.append(_wandb_callback(config, out, out.name))
     return tune.Tuner(

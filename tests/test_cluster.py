@@ -226,8 +226,15 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
         # a trial request no node can hold: named, with the largest node, in seconds
         line, elapsed = _refused(tmp_path, cluster.address, {"tune": {"trial_gpus": 1}})
         assert line.endswith(
-            "tune.trial_gpus: a trial asks for 1 CPUs and 1 GPUs; no node has that (the largest "
+            "tune.trial_gpus: a trial asks for 1 CPUs, 1 GPUs; no node has that (the largest "
             "has 1 CPUs, 0 GPUs)"), line
-        assert elapsed < 30
+        assert elapsed < 10
+        line, elapsed = _refused(tmp_path, cluster.address, {"tune": {"trial_memory_gb": 60000}})
+        assert "tune.trial_memory_gb: a trial asks for 1 CPUs, 0 GPUs, 60000.0 GB memory; no " \
+            "node has that (the largest has 1 CPUs, 0 GPUs, " in line, line
+        assert elapsed < 10
+        line, _ = _refused(tmp_path, cluster.address, {"tune": {"trial_cpus": 3}})
+        assert line.endswith("tune.trial_cpus: a trial asks for 3 CPUs, 0 GPUs; no node has "
+                             "that (the largest has 1 CPUs, 0 GPUs)"), line
     finally:
         cluster.shutdown()

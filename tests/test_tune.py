@@ -107,6 +107,7 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert summary["baseline"]["latency_ms"] == pytest.approx(
         statistics.median(r["metrics"]["baseline_latency_ms"] for r in completed))
     assert summary["searcher"] == "bayesopt"
+    assert {r["metrics"]["trial_device"] for r in completed} == {"cpu"}  # no GPU was asked for
     assert summary["threshold"]["top1"] == pytest.approx(summary["baseline"]["val_top1"] - 1.0)
     assert all(r["metrics"]["threshold_top1"] == summary["threshold"]["top1"] for r in rows)
     files = set(best["files"])
@@ -157,6 +158,26 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert "Spearman" in text and f"{len(completed)} completed trials" in text
 
 
+@pytest.mark.slow
+def test_a_trial_on_cuda(tmp_path: Path, small_config: dict) -> None:
+    """The GPU path: with ``trial_gpus: 1`` the trial compresses and fine-tunes on CUDA
+    (export and int8 on CPU copies) and is deployed and benchmarked as on a CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (torch.cuda.is_available() is False)")
+    out = tmp_path / "run"
+    result = run_module("edge_tune.tune", "--config", _config(
+        tmp_path, small_config, trial_gpus=1, early_stop=False, random_steps=1,
+        points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 1.0}]),
+        "--num-samples", "1", "--no-wandb", "--output", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
+    assert row["status"] == "completed", row
+    assert row["metrics"]["trial_device"].startswith("cuda")
+    assert row["metrics"]["val_top1"] > 50 and row["metrics"]["speedup"] > 0
+
+
 def test_existing_output_is_refused_before_ray(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
     result = run_module("edge_tune.tune", "--output", str(tmp_path), timeout=60)
@@ -164,3 +185,20 @@ def test_existing_output_is_refused_before_ray(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert (tmp_path / "mine.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_a_trial_waiting_for_resources_is_said_after_a_minute() -> None:
+    from edge_tune.tune import WAIT_REPORT_S, waiting_line
+
+    since: dict[str, float] = {}
+    ask = {"a": {"CPU": 2.0, "GPU": 1.0}}
+    free = {"CPU": 1.0, "GPU": 0.0, "memory": 2.0 * 1024 ** 3}
+    assert waiting_line(ask, since, 1000.0, lambda: free) is None  # just created
+    assert waiting_line(ask, since, 1000.0 + WAIT_REPORT_S - 1, lambda: free) is None
+    line = waiting_line(ask, since, 1000.0 + WAIT_REPORT_S + 1, lambda: free)
+    assert line is not None and line.startswith(
+        f"waiting {WAIT_REPORT_S + 1:.0f} s for resources: trial a asks for 2 CPUs, 1 GPUs; "
+        "free now: 1 CPUs, 0 GPUs, 2.0 GB memory"), line
+    # once it runs, the clock is reset for it: a new pending trial starts its own minute
+    assert waiting_line({"b": {"CPU": 2.0}}, since, 2000.0, lambda: free) is None
+    assert since == {"b": 2000.0}
