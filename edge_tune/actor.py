@@ -192,9 +192,11 @@ class BenchActor:
         return self._metrics
 
     def info(self) -> dict[str, Any]:
-        """Where the actor runs: Ray node id, host, process id, device, calls served."""
+        """Where the actor runs: Ray node id and address, host, process id, device, calls
+        served."""
         in_ray = ray.is_initialized()  # get_runtime_context() would start a local Ray
         return {"node_id": ray.get_runtime_context().get_node_id() if in_ray else None,
+                "node_ip": ray.util.get_node_ip_address() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls}
 

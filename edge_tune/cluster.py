@@ -49,7 +49,10 @@ def connect(address: str | None, config: Config) -> tuple[Any, Config]:
     Returns Ray's context and the config with trial resources resolved against the cluster;
     every check failure shuts Ray down again and is a one-line UserError.
     """
-    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False,
+    # through Ray Client the experiment loop (and its one line per trial) runs in an actor on
+    # the head: its stderr reaches this console only by Ray's log forwarding
+    client = address is not None and address.startswith("ray://")
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": client,
                               "configure_logging": True, "logging_level": "ERROR"}
     if address is None:
         context = ray.init(address="local", resources={NCS: 1}, include_dashboard=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 
 import openvino as ov
@@ -26,8 +27,13 @@ NCS = "ncs"  # the custom Ray resource of a node with the edge device
 
 
 def local_names() -> set[str]:
-    """This host's names and addresses, to match against ``--edge-hosts``."""
+    """This host's names and addresses, to match against ``--edge-hosts``: with the address
+    an SSH session reached it on (a cluster launcher's; Debian resolves the host name to
+    127.0.1.1, not to the address the cluster uses)."""
     names = {socket.gethostname(), socket.getfqdn()}
+    ssh = os.environ.get("SSH_CONNECTION", "").split()  # client port server port
+    if len(ssh) == 4:
+        names.add(ssh[2])
     with contextlib.suppress(OSError):
         names.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     return {n for n in names if n}

@@ -185,6 +185,8 @@ def probe_latency(model: torch.nn.Module, schedule: Schedule, splits: Splits, co
         "bench_call": measured.call, "bench_node_id": measured.node_id,
         "bench_pid": measured.pid, "bench_start": measured.started,
         "bench_end": measured.ended, "graph_s": graph_s, "probe_compress_s": probe_compress_s,
+        "trial_node_id": ray.get_runtime_context().get_node_id(),
+        "trial_node_ip": ray.util.get_node_ip_address(),
         "finetune_epochs": schedule.finetune_epochs, "int8": schedule.int8,
         # whether it fine-tunes at all: a schedule that removes nothing does not
         "finetunes": schedule.prunes_filters or schedule.fine_sparsity > 0}
@@ -228,7 +230,6 @@ def _final_result(artifact: Artifact, context: Context, latency: dict[str, Any],
         "feasible": artifact.top1 >= context.threshold_top1,
         "macs": artifact.macs, "params": artifact.params,
         "reached": all(c.reached for c in artifact.verification),
-        "trial_node_id": ray.get_runtime_context().get_node_id(),
         "trial_s": time.time() - started, **artifact.timings,
     }
 
@@ -400,7 +401,7 @@ def run_tune(config: Config, space: SearchSpace, out: Path, dashboard: str, wand
     actors = start_actors(base.artifact.deployed, config.bench, pinned)  # held: a named actor
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
-               f"({', '.join(i['host'] for i in actor_info)})")
+               f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
     ctx = Context.of(config, base, threshold_top1,
                      tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
@@ -627,8 +628,10 @@ def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
         dashboard = getattr(context, "dashboard_url", "") or ""
         if dashboard:
             # Ray 2.60's dashboard asks for a token ("Authentication Token Required")
-            log_stderr(f"Ray dashboard: http://{dashboard} (its token: ray get-auth-token, "
-                       "or the file ~/.ray/auth_token)")
+            where = "" if address is None else (
+                "on the head node; from your machine: ray dashboard cluster.yaml; ")
+            log_stderr(f"Ray dashboard: http://{dashboard} ({where}its token: ray "
+                       "get-auth-token, or the file ~/.ray/auth_token)")
         if resume:
             log_stderr(f"resuming {out}")
         summary = run_tune(config, space, out, dashboard, wandb, resume=resume)

@@ -238,3 +238,71 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
                              "that (the largest has 1 CPUs, 0 GPUs)"), line
     finally:
         cluster.shutdown()
+
+
+def _dashboard_actors(url: str, token: str | None, seen: dict[str, dict],
+                      stop: threading.Event) -> None:
+    """Read the dashboard's actor list (its HTTP API, with the cluster's token) until
+    ``stop``; every actor seen, by id."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    while not stop.is_set():
+        request = urllib.request.Request(f"{url}/api/v0/actors?limit=10000&detail=false",
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as page:
+                for actor in json.load(page)["data"]["result"]["result"]:
+                    seen[actor["actor_id"]] = actor
+        except OSError:
+            pass
+        stop.wait(2.0)
+
+
+@pytest.mark.slow
+def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Path) -> None:
+    """The default config, 2 trials, on a head, a GPU stand-in and an edge node of 1 CPU each,
+    joined through a Ray Client address; meanwhile the dashboard's HTTP API lists the
+    benchmark actor on the ncs node and the trials."""
+    import os
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    client_port, dashboard_port = _free_port(), _free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "ray_client_server_port": client_port, "include_dashboard": True,
+        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+        "dashboard_agent_listen_port": _free_port()})
+    try:
+        cluster.add_node(num_cpus=1, num_gpus=1)  # no CUDA here: trials train on its CPU
+        edge = cluster.add_node(num_cpus=1, resources={"ncs": 1})
+        cluster.wait_for_nodes()
+        seen: dict[str, dict] = {}
+        stop = threading.Event()
+        reader = threading.Thread(target=_dashboard_actors, daemon=True, args=(
+            f"http://127.0.0.1:{dashboard_port}", os.environ.get("RAY_AUTH_TOKEN"), seen, stop))
+        reader.start()
+        out = tmp_path / "run"
+        start = time.perf_counter()
+        result = run_module("edge_tune.tune", "--address", f"ray://127.0.0.1:{client_port}",
+                            "--num-samples", "2", "--no-wandb", "--output", str(out),
+                            timeout=1200)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        reader.join()
+        assert result.returncode == 0, result.stderr[-4000:]
+        summary = json.loads((out / "summary.json").read_text())
+        rows = [json.loads(line) for line in (out / "trials.jsonl").open()]
+        assert summary["trials_completed"] + summary["trials_stopped"] == 2, summary
+        assert summary["trials_errored"] == 0 and len(rows) == 2
+        assert {a["node_id"] for a in summary["bench_actors"]} == {edge.node_id}
+        # trial_cpus 0 on 1-CPU nodes: each trial asked for 1 CPU (not the driver's 2)
+        assert all(r["metrics"]["trial_node_id"] for r in rows)
+        assert "trial 2/2" in result.stderr, result.stderr[-3000:]
+        bench = [a for a in seen.values() if (a.get("name") or "").startswith("edge_tune_bench")]
+        assert bench and {a["node_id"] for a in bench} == {edge.node_id}, seen
+        trials = [a for a in seen.values() if a["class_name"] == "ImplicitFunc"]
+        assert trials, sorted({a["class_name"] for a in seen.values()})
+        print(f"ray:// run of 2 trials: {elapsed:.0f} s")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,120 @@
+"""The Ray dashboard's actor view during a default run, as a PNG (docs/dashboard-actors.png).
+
+    python benchmarks/dashboard.py [--samples 3] [--out docs/dashboard-actors.png]
+
+Starts ``python -m edge_tune.tune`` (the default job, W&B off) in a private HOME, reads the
+dashboard address from its console line, waits until trials run, then opens the dashboard's
+Actors view in a headless Chromium (Debian's ``chromium``) driven over the DevTools protocol:
+the token (``ray get-auth-token``; here the run's ~/.ray/auth_token) goes in as the cookie the
+dashboard's own login sets, ``ray-authentication-token``. The run is interrupted afterwards
+(SIGINT: it saves its state and exits 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 1500, 900  # px
+
+
+def _wait_for(stream: list[str], pattern: str, proc: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in stream:
+            match = re.search(pattern, line)
+            if match:
+                return match.group(1) if match.groups() else line
+        if proc.poll() is not None:
+            raise SystemExit(f"the run ended first:\n{''.join(stream)[-3000:]}")
+        time.sleep(0.5)
+    raise SystemExit(f"no {pattern!r} within {timeout:.0f} s")
+
+
+async def _screenshot(devtools: int, dashboard: str, token: str, out: Path) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{devtools}/json/list", timeout=10) as page:
+        target = next(t for t in json.load(page) if t["type"] == "page")
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+        counter = 0
+
+        async def call(method: str, **params: object) -> dict:
+            nonlocal counter
+            counter += 1
+            await ws.send_json({"id": counter, "method": method, "params": params})
+            while True:
+                message = await ws.receive_json()
+                if message.get("id") == counter:
+                    return message.get("result", {})
+
+        await call("Network.enable")
+        await call("Network.setCookie", name="ray-authentication-token", value=token,
+                   url=dashboard, httpOnly=True)
+        await call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT,
+                   deviceScaleFactor=1, mobile=False)
+        await call("Page.enable")
+        await call("Page.navigate", url=f"{dashboard}/#/actors")
+        await asyncio.sleep(12)  # the single-page app loads, then polls the actor list
+        shot = await call("Page.captureScreenshot", format="png")
+        out.write_bytes(base64.b64decode(shot["data"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "dashboard-actors.png"))
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("needs Debian's chromium: apt-get install chromium")
+    home = Path(tempfile.mkdtemp(prefix="edge_tune_dashboard-"))
+    env = {**os.environ, "HOME": str(home), "RAY_TMPDIR": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    lines: list[str] = []
+    run = subprocess.Popen([sys.executable, "-m", "edge_tune.tune", "--num-samples",
+                            str(args.samples), "--no-wandb", "--output", str(home / "run")],
+                           cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    stderr = run.stderr
+    assert stderr is not None
+    threading.Thread(target=lambda: lines.extend(iter(stderr.readline, "")), daemon=True).start()
+    browser = None
+    try:
+        dashboard = _wait_for(lines, r"Ray dashboard: (http://\S+)", run, 600)
+        _wait_for(lines, r"(benchmark actors: .*)", run, 900)
+        time.sleep(20)  # the first trial's actor is up and benchmarking
+        token = (home / ".ray" / "auth_token").read_text().strip()
+        devtools = 9222
+        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                    f"--remote-debugging-port={devtools}",
+                                    f"--user-data-dir={home / 'chromium'}", "about:blank"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(5)
+        asyncio.run(_screenshot(devtools, dashboard, token, Path(args.out)))
+        print(f"{args.out}: the Actors view of {dashboard} during the run")
+    finally:
+        if browser is not None:
+            browser.terminate()
+            browser.wait(30)
+        run.send_signal(signal.SIGINT)
+        run.wait(120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
