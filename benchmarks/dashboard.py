@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTH, HEIGHT = 1500, 900  # px
+WIDTH, HEIGHT = 1500, 560  # px: the actor table of a run and its filters
 
 
 def _wait_for(stream: list[str], pattern: str, proc: subprocess.Popen, timeout: float) -> str:
