@@ -443,10 +443,11 @@ WAIT_REPEAT_S = 300.0
 
 
 def waiting_line(pending: dict[str, dict[str, float]], since: dict[str, float], now: float,
-                 free: Callable[[], dict[str, float]]) -> str | None:
+                 free: Callable[[], dict[str, float]] | None) -> str | None:
     """What the longest-waiting trial asks for and what is free, once it has waited
     :data:`WAIT_REPORT_S` (``pending``: trial id -> its request; ``since`` is updated: trial
-    id -> when it was first seen waiting, s since the epoch)."""
+    id -> when it was first seen waiting, s since the epoch); ``free`` None: only the clocks
+    are kept (nothing is due)."""
     for trial_id in list(since):
         if trial_id not in pending:
             del since[trial_id]
@@ -456,7 +457,7 @@ def waiting_line(pending: dict[str, dict[str, float]], since: dict[str, float], 
         return None
     oldest = min(since, key=since.__getitem__)
     waited = now - since[oldest]
-    if waited < WAIT_REPORT_S:
+    if waited < WAIT_REPORT_S or free is None:
         return None
     return (f"waiting {waited:.0f} s for resources: trial {oldest} asks for "
             f"{describe(pending[oldest])}; free now: {describe(free())} (another job may hold "
@@ -477,8 +478,9 @@ class Waiting(Callback):
         pending = {t.trial_id: dict(t.placement_group_factory.required_resources)
                    for t in trials if t.status == "PENDING"}
         now = time.time()
-        line = waiting_line(pending, self.since, now, ray.available_resources)
-        if line is not None and now - self.said >= WAIT_REPEAT_S:
+        due = now - self.said >= WAIT_REPEAT_S  # the cluster is asked only when a line is due
+        line = waiting_line(pending, self.since, now, ray.available_resources if due else None)
+        if line is not None:
             self.said = now
             log_stderr(line)
 

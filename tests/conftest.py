@@ -8,12 +8,15 @@ its sessions in RAY_TMPDIR. RAY_ADDRESS is removed, and with RAY_TMPDIR private 
 the user's ``ray start`` cluster either, so no test attaches to a cluster the user runs.
 Variables that would point writes back into the user's folders (XDG_*, WANDB_*_DIR,
 MPLCONFIGDIR) are removed, and so is WANDB_API_KEY: W&B stays offline, nothing is uploaded.
+Ray's token auth is on (RAY_AUTH_MODE=token, a token in the private HOME), as after a user's
+first ``ray.init()``.
 Subprocesses inherit all of it. The folder is removed when the session ends.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = str(folder)
     for name in _REMOVED:
         os.environ.pop(name, None)
+    # Ray's token auth, as a user's first `ray.init()` turns it on (and leaves it on for the
+    # process): every Ray a test starts, local or a Cluster, asks for this session's token
+    _saved.setdefault("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE"))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    token = private["HOME"] / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text(secrets.token_hex(32))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

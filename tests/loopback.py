@@ -154,10 +154,11 @@ class LoopbackHost:
             if item.name.startswith(("edge_tune", "__editable__", "__pycache__")) \
                     or (site / item.name).exists():
                 continue
-            if item.is_dir():
-                subprocess.run(["cp", "-al", str(item), str(site / item.name)], check=True)
-            else:
-                os.link(item, site / item.name)
+            linked = subprocess.run(["cp", "-al", str(item), str(site / item.name)],
+                                    capture_output=True, check=False).returncode == 0
+            if not linked:  # another file system: copies (slower, as safe)
+                shutil.rmtree(site / item.name, ignore_errors=True)
+                subprocess.run(["cp", "-a", str(item), str(site / item.name)], check=True)
         bin_dir = Path(sys.prefix) / "bin"
         shebang = f"#!{bin_dir / 'python'}"
         for script in bin_dir.iterdir():

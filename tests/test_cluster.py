@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -240,11 +241,11 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
         cluster.shutdown()
 
 
-def _dashboard_actors(url: str, token: str | None, seen: dict[str, dict],
+def _dashboard_actors(url: str, token: str, seen: dict[str, dict],
                       stop: threading.Event) -> None:
     """Read the dashboard's actor list (its HTTP API, with the cluster's token) until
     ``stop``; every actor seen, by id."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"Bearer {token}"}
     while not stop.is_set():
         request = urllib.request.Request(f"{url}/api/v0/actors?limit=10000&detail=false",
                                          headers=headers)
@@ -260,13 +261,14 @@ def _dashboard_actors(url: str, token: str | None, seen: dict[str, dict],
 @pytest.mark.slow
 def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Path) -> None:
     """The default config, 2 trials, on a head, a GPU stand-in and an edge node of 1 CPU each,
-    joined through a Ray Client address; meanwhile the dashboard's HTTP API lists the
-    benchmark actor on the ncs node and the trials."""
-    import os
-
+    with token auth on (as `cluster.yaml` sets it up), joined through a Ray Client address;
+    meanwhile the dashboard's HTTP API (with the token) lists the benchmark actor on the ncs
+    node and the trials."""
     import ray
     from ray.cluster_utils import Cluster
 
+    # every node and the tuner use the session's token (tests/conftest.py: RAY_AUTH_MODE)
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
     client_port, dashboard_port = _free_port(), _free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "ray_client_server_port": client_port, "include_dashboard": True,
@@ -279,7 +281,7 @@ def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Pat
         seen: dict[str, dict] = {}
         stop = threading.Event()
         reader = threading.Thread(target=_dashboard_actors, daemon=True, args=(
-            f"http://127.0.0.1:{dashboard_port}", os.environ.get("RAY_AUTH_TOKEN"), seen, stop))
+            f"http://127.0.0.1:{dashboard_port}", token, seen, stop))
         reader.start()
         out = tmp_path / "run"
         start = time.perf_counter()
@@ -302,6 +304,10 @@ def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Pat
         assert bench and {a["node_id"] for a in bench} == {edge.node_id}, seen
         trials = [a for a in seen.values() if a["class_name"] == "ImplicitFunc"]
         assert trials, sorted({a["class_name"] for a in seen.values()})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # without the token: no entry
+            urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/v0/actors",
+                                   timeout=10)
+        assert refused.value.code == 401
         print(f"ray:// run of 2 trials: {elapsed:.0f} s")
     finally:
         ray.shutdown()
