@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ class BenchActor:
         bench.check_device(settings.device)
         self.settings = settings
         self.folder = Path(tempfile.mkdtemp(prefix="edge_tune_bench-"))
+        # the baseline's files (up to 0.5 GB for AlexNet) go with the actor, or at exit
+        weakref.finalize(self, shutil.rmtree, str(self.folder), True)
         self.baseline: Path | None = None if baseline is None else \
             _write(baseline, self.folder / "baseline")
         self._baseline_lock = threading.Lock()

@@ -106,9 +106,13 @@ def describe(resources: dict[str, float]) -> str:
     return text
 
 
-def _largest(nodes: list[dict[str, float]], key: str) -> dict[str, float]:
-    return max(nodes, key=lambda r: (r.get(key, 0.0), r.get("CPU", 0.0), r.get("GPU", 0.0)),
-               default={})
+def _closest(nodes: list[dict[str, float]], request: dict[str, float]) -> dict[str, float]:
+    """The node that comes nearest to ``request``: most of its resources held in full, then
+    most CPUs, then most GPUs (for a request no node holds: the one worth naming)."""
+    def score(r: dict[str, float]) -> tuple[int, float, float]:
+        return (sum(r.get(k, 0.0) >= v for k, v in request.items()), r.get("CPU", 0.0),
+                r.get("GPU", 0.0))
+    return max(nodes, key=score, default={})
 
 
 def resolve_resources(config: Config) -> Config:
@@ -125,12 +129,12 @@ def resolve_resources(config: Config) -> Config:
         most = max((r["CPU"] for r in hosts), default=1.0)
         request["CPU"] = float(max(1, int(most) // tune.max_concurrent))
     if not any(all(r.get(k, 0.0) >= v for k, v in request.items()) for r in nodes):
-        # the resource that no node has enough of alone; else the CPUs (no node has all)
-        short = next((k for k, v in request.items()
-                      if not any(r.get(k, 0.0) >= v for r in nodes)), "CPU")
+        # named: the node that comes nearest, and the first resource it lacks
+        closest = _closest([r for r in nodes if r.get("CPU", 0.0) >= 1] or nodes, request)
+        short = next((k for k, v in request.items() if closest.get(k, 0.0) < v), "CPU")
         key = {"CPU": "tune.trial_cpus", "GPU": "tune.trial_gpus",
                "memory": "tune.trial_memory_gb"}[short]
-        largest = {k: v for k, v in _largest(nodes, short).items() if k in request}
+        largest = {k: v for k, v in closest.items() if k in request}
         raise UserError(f"{key}: a trial asks for {describe(request)}; no node has that (the "
                         f"largest has {describe(largest)})")
     return replace(config, tune=replace(tune, trial_cpus=request["CPU"]))

@@ -34,15 +34,24 @@ def lookup(registry: dict[str, T], key: str, value: str) -> T:
     return registry[value]
 
 
+_STARTED: list[bool] = []  # set once a command made its output: no fast exit after that
+
+
+def work_started() -> None:
+    """Say that this command has begun its work (made its output directory)."""
+    _STARTED.append(True)
+
+
 def fail(message: str) -> NoReturn:
     """Print ``edge_tune: error: message`` to stderr and exit with code 2.
 
-    A refusal comes before any work: when this process holds no Ray, it leaves at once
-    (``os._exit``): the interpreter's own teardown of torch and Ray Tune's modules took 2.3 s
-    of a 9.8 s refusal on 2 cores, and there is nothing to clean up yet."""
+    A refusal before any work (no output made, no Ray held) leaves at once (``os._exit``):
+    the interpreter's own teardown of torch and Ray Tune's modules took 2.3 s of a 9.8 s
+    refusal on 2 cores, and there is nothing to clean up yet. Later errors exit normally
+    (exit hooks, temporary folders)."""
     print(f"edge_tune: error: {message}", file=sys.stderr)
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not _STARTED and (ray is None or not ray.is_initialized()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_USAGE)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from edge_tune.errors import UserError
+from edge_tune.errors import UserError, work_started
 
 
 def new_run_dir(path: str | Path | None, kind: str, flag: str = "--output") -> Path:
@@ -19,6 +19,7 @@ def new_run_dir(path: str | Path | None, kind: str, flag: str = "--output") -> P
 
     With no path: ``runs/{kind}-YYYYmmdd-HHMMSS`` (a suffix is added if that exists).
     """
+    work_started()
     if path is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         candidate = Path("runs") / f"{kind}-{stamp}"

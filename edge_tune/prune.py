@@ -328,7 +328,8 @@ def weakest(scores: torch.Tensor, level: float, channel_groups: int = 1) -> torc
     same positions in every group (their scores summed over the groups)."""
     per = scores.numel() // channel_groups
     positions = scores.view(channel_groups, per).sum(0).argsort()[:round(level * per)]
-    return (positions[None, :] + per * torch.arange(channel_groups)[:, None]).flatten()
+    offsets = per * torch.arange(channel_groups, device=positions.device)[:, None]
+    return (positions[None, :] + offsets).flatten()
 
 
 def _device(params: Mapping[str, torch.Tensor]) -> torch.device:

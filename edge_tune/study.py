@@ -178,6 +178,8 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: Context) -> dic
     splits = load_data(config.data)
     model = create_model(config.model, splits.num_classes)
     model.load_state_dict(ctx.base_state)
+    if config.tune.trial_gpus > 0 and torch.cuda.is_available():  # the GPU Ray gave the task
+        model.cuda()
     run = fit_recipe(model, recipe_from_dict(recipe, name), splits, config, epochs,
                      log=lambda _: None, report_top1=True)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_study-"))

@@ -47,7 +47,7 @@ from edge_tune.cluster import (
 from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data, take
 from edge_tune.deploy import Artifact, Images, arrays, deploy_graph, deployed_accuracy
-from edge_tune.errors import ArgumentParser, UserError, run_cli
+from edge_tune.errors import ArgumentParser, UserError, run_cli, work_started
 from edge_tune.models import create_model, model_stages
 from edge_tune.objective import objective
 from edge_tune.output import (
@@ -460,8 +460,9 @@ def waiting_line(pending: dict[str, dict[str, float]], since: dict[str, float], 
     if waited < WAIT_REPORT_S or free is None:
         return None
     return (f"waiting {waited:.0f} s for resources: trial {oldest} asks for "
-            f"{describe(pending[oldest])}; free now: {describe(free())} (another job may hold "
-            "them, or a node left; the run goes on when they free up)")
+            f"{describe(pending[oldest])}; free now in the whole cluster: {describe(free())} "
+            "(held by this run's other trials, another job, or a node left; it goes on when "
+            "a node has them free)")
 
 
 class Waiting(Callback):
@@ -474,7 +475,7 @@ class Waiting(Callback):
         self.since: dict[str, float] = {}
         self.said = 0.0  # when the last line was said (s since the epoch)
 
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         pending = {t.trial_id: dict(t.placement_group_factory.required_resources)
                    for t in trials if t.status == "PENDING"}
         now = time.time()
@@ -627,6 +628,7 @@ def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
     context, config = connect(address, config)
     try:
         out = run_dir()
+        work_started()  # a resumed run's folder is not new: say it here
         dashboard = getattr(context, "dashboard_url", "") or ""
         if dashboard:
             # Ray 2.60's dashboard asks for a token ("Authentication Token Required")

@@ -41,19 +41,22 @@ PACKAGES = {"sshd": "openssh-server", "rsync": "rsync"}
 
 
 def _tool(name: str) -> str | None:
+    """``name`` on PATH or in /usr/sbin (sshd), else None."""
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
 
 
 def require_tools() -> dict[str, str]:
     """sshd and rsync, installed with apt-get when missing; a skip only where neither they
     nor apt-get exist."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it adds a user and runs an sshd on port 22")
     missing = [PACKAGES[t] for t in PACKAGES if _tool(t) is None]
-    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+    if missing and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env,
-                       capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False, env=env,
-                       capture_output=True)
+        for step in (["update", "-qq"], ["install", "-y", "-qq", *missing]):
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then: the skip below
+                subprocess.run(["apt-get", *step], check=False, env=env, timeout=600,
+                               capture_output=True)
     found = {t: _tool(t) for t in PACKAGES}
     if None in found.values():
         pytest.skip(f"no {', '.join(PACKAGES[t] for t, p in found.items() if p is None)} and "
@@ -62,6 +65,7 @@ def require_tools() -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("", 0))
         return int(sock.getsockname()[1])
@@ -85,11 +89,14 @@ class LoopbackHost:
     def __init__(self, sshd: str) -> None:
         self.sshd_path = sshd
         self.user = f"etssh{os.getpid() % 100000}{os.urandom(2).hex()}"
-        self.root = Path(tempfile.mkdtemp(prefix="edge_tune_ssh-"))
+        # under /tmp, short: the user must reach it (TMPDIR may be private) and Ray's socket
+        # paths below $HOME/rt must stay under 107 characters
+        self.root = Path(tempfile.mkdtemp(prefix="ets-", dir="/tmp"))
         self.home = self.root / "home"
         self.key = self.root / "id_ed25519"
         self.sshd: subprocess.Popen | None = None
         self.uid = -1
+        self.made_run_sshd = False
 
     def __enter__(self) -> LoopbackHost:
         try:
@@ -121,10 +128,13 @@ class LoopbackHost:
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "UsePAM no",
             "PermitRootLogin no", "StrictModes no", "MaxStartups 100", "MaxSessions 100",
             "X11Forwarding no", ""]))
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
-        self.sshd = subprocess.Popen([self.sshd_path, "-D", "-e", "-f", str(config)],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=open(self.root / "sshd.log", "w"))  # noqa: SIM115
+        if not Path("/run/sshd").is_dir():  # sshd's privilege separation folder
+            Path("/run/sshd").mkdir(mode=0o755)
+            self.made_run_sshd = True
+        with open(self.root / "sshd.log", "w") as log:  # its own session: one group to end
+            self.sshd = subprocess.Popen([self.sshd_path, "-D", "-e", "-f", str(config)],
+                                         stdout=subprocess.DEVNULL, stderr=log,
+                                         start_new_session=True)
         deadline = time.monotonic() + 20
         while not all(_in_use(a, 22) for a in ADDRESSES):
             if self.sshd.poll() is not None or time.monotonic() > deadline:
@@ -150,15 +160,14 @@ class LoopbackHost:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         site = Path(sysconfig.get_path("purelib", vars={"base": str(venv)}))
         ours = Path(sysconfig.get_path("purelib"))
+        if os.stat(ours).st_dev != os.stat(site).st_dev:
+            pytest.skip(f"{ours} and /tmp are on different file systems: the user's venv "
+                        "cannot hard-link this environment (a copy is gigabytes)")
         for item in ours.iterdir():  # hard links: root's files, which the user cannot change
             if item.name.startswith(("edge_tune", "__editable__", "__pycache__")) \
                     or (site / item.name).exists():
                 continue
-            linked = subprocess.run(["cp", "-al", str(item), str(site / item.name)],
-                                    capture_output=True, check=False).returncode == 0
-            if not linked:  # another file system: copies (slower, as safe)
-                shutil.rmtree(site / item.name, ignore_errors=True)
-                subprocess.run(["cp", "-a", str(item), str(site / item.name)], check=True)
+            subprocess.run(["cp", "-al", str(item), str(site / item.name)], check=True)
         bin_dir = Path(sys.prefix) / "bin"
         shebang = f"#!{bin_dir / 'python'}"
         for script in bin_dir.iterdir():
@@ -200,15 +209,21 @@ class LoopbackHost:
                 with contextlib.suppress(psutil.Error):
                     proc.send_signal(signal.SIGKILL)
             psutil.wait_procs(self.processes(), timeout=10)
-        if self.sshd is not None:
-            self.sshd.terminate()
+        if self.sshd is not None:  # sshd and its per-connection children: its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sshd.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.sshd.wait(timeout=10)
-            if self.sshd.poll() is None:
-                self.sshd.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sshd.pid, signal.SIGKILL)
+            self.sshd.wait()
+        if self.made_run_sshd:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
         with contextlib.suppress(KeyError):
             pwd.getpwnam(self.user)
-            subprocess.run(["userdel", self.user], check=False, capture_output=True)
+            removed = subprocess.run(["userdel", "--force", self.user], check=False,
+                                     capture_output=True, text=True)
+            assert removed.returncode == 0, f"userdel {self.user}: {removed.stderr}"
         # Ray's SSH control sockets of the head's monitor (it runs as the user)
         shutil.rmtree(control_dir(self.user), ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -198,7 +198,7 @@ def test_a_trial_waiting_for_resources_is_said_after_a_minute() -> None:
     line = waiting_line(ask, since, 1000.0 + WAIT_REPORT_S + 1, lambda: free)
     assert line is not None and line.startswith(
         f"waiting {WAIT_REPORT_S + 1:.0f} s for resources: trial a asks for 2 CPUs, 1 GPUs; "
-        "free now: 1 CPUs, 0 GPUs, 2.0 GB memory"), line
+        "free now in the whole cluster: 1 CPUs, 0 GPUs, 2.0 GB memory"), line
     # nothing due (said lately): the clocks are kept, the cluster is not asked
     assert waiting_line(ask, since, 1000.0 + 2 * WAIT_REPORT_S, None) is None
     assert since == {"a": 1000.0}
