@@ -106,6 +106,11 @@ def describe(resources: dict[str, float]) -> str:
     return text
 
 
+def _holds(node: dict[str, float], request: dict[str, float]) -> bool:
+    """Whether ``node``'s resources cover every amount in ``request``."""
+    return all(node.get(k, 0.0) >= v for k, v in request.items())
+
+
 def _closest(nodes: list[dict[str, float]], request: dict[str, float]) -> dict[str, float]:
     """The node that comes nearest to ``request``: most of its resources held in full, then
     most CPUs, then most GPUs (for a request no node holds: the one worth naming)."""
@@ -124,11 +129,10 @@ def resolve_resources(config: Config) -> Config:
     request = trial_request(config)
     if not tune.trial_cpus:
         others = {k: v for k, v in request.items() if k != "CPU"}
-        hosts = [r for r in nodes if r.get("CPU", 0.0) >= 1
-                 and all(r.get(k, 0.0) >= v for k, v in others.items())]
+        hosts = [r for r in nodes if r.get("CPU", 0.0) >= 1 and _holds(r, others)]
         most = max((r["CPU"] for r in hosts), default=1.0)
         request["CPU"] = float(max(1, int(most) // tune.max_concurrent))
-    if not any(all(r.get(k, 0.0) >= v for k, v in request.items()) for r in nodes):
+    if not any(_holds(r, request) for r in nodes):
         # named: the node that comes nearest, and the first resource it lacks
         closest = _closest([r for r in nodes if r.get("CPU", 0.0) >= 1] or nodes, request)
         short = next((k for k, v in request.items() if closest.get(k, 0.0) < v), "CPU")

@@ -41,7 +41,6 @@ from edge_tune.data import load_data
 from edge_tune.deploy import arrays, deploy, verdict
 from edge_tune.distiller import recipe_from_dict
 from edge_tune.errors import ArgumentParser, run_cli
-from edge_tune.models import create_model
 from edge_tune.output import Progress, check_output, log_stderr, new_run_dir, wandb_environment
 from edge_tune.prune import conv_layers, fine_layers
 from edge_tune.report import write_report
@@ -176,10 +175,7 @@ def compress_method(name: str, recipe: Recipe, epochs: int, ctx: Context) -> dic
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     started = time.time()
     splits = load_data(config.data)
-    model = create_model(config.model, splits.num_classes)
-    model.load_state_dict(ctx.base_state)
-    if config.tune.trial_gpus > 0 and torch.cuda.is_available():  # the GPU Ray gave the task
-        model.cuda()
+    model = ctx.base_model(splits.num_classes)
     run = fit_recipe(model, recipe_from_dict(recipe, name), splits, config, epochs,
                      log=lambda _: None, report_top1=True)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_study-"))

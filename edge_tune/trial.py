@@ -59,6 +59,15 @@ class Context:
         return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
                    actors, bench_baseline)
 
+    def base_model(self, num_classes: int) -> nn.Module:
+        """A fresh copy of the baseline, on the GPU when the trial asked for one and its node
+        has one (the one Ray gave it)."""
+        model = create_model(self.config.model, num_classes)
+        model.load_state_dict(self.base_state)
+        if self.config.tune.trial_gpus > 0 and torch.cuda.is_available():
+            model.cuda()
+        return model
+
 
 def check_inputs(config: Config, device_here: bool = True) -> None:
     """Cheap checks of data, device and checkpoint, before any expensive work.

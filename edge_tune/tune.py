@@ -48,7 +48,7 @@ from edge_tune.config import Config, config_to_dict, load_config
 from edge_tune.data import Splits, load_data, take
 from edge_tune.deploy import Artifact, Images, arrays, deploy_graph, deployed_accuracy
 from edge_tune.errors import ArgumentParser, UserError, run_cli, work_started
-from edge_tune.models import create_model, model_stages
+from edge_tune.models import model_stages
 from edge_tune.objective import objective
 from edge_tune.output import (
     check_output,
@@ -119,7 +119,7 @@ def trainable(params: dict[str, float], context: Context, ledger: Ledger) -> Non
     # the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     splits, val = _data(config)
-    model = _base_model(context, splits.num_classes)
+    model = context.base_model(splits.num_classes)
     schedule = schedule_from_params(params, model_stages(config.model), config.finetune.epochs)
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
@@ -144,15 +144,6 @@ def _data(config: Config) -> tuple[Splits, Images]:
         loaded = load_data(config.data)
         _SPLITS[config.data] = loaded, arrays(loaded.val)
     return _SPLITS[config.data]
-
-
-def _base_model(context: Context, num_classes: int) -> torch.nn.Module:
-    """The baseline, on the trial's GPU when it asked for one and its node has one."""
-    model = create_model(context.config.model, num_classes)
-    model.load_state_dict(context.base_state)
-    if context.config.tune.trial_gpus > 0 and torch.cuda.is_available():
-        model.cuda()
-    return model
 
 
 def probe_latency(model: torch.nn.Module, schedule: Schedule, splits: Splits, context: Context,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _saved.clear()
     while _private_root:
         shutil.rmtree(_private_root.pop(), ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -64,13 +64,6 @@ def require_tools() -> dict[str, str]:
     return {t: str(p) for t, p in found.items()}
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
-
-
 def _in_use(address: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_module
+from tests.conftest import ROOT, free_port, run_module
 
 
 def _launcher_checks(config: dict) -> None:
@@ -102,19 +102,13 @@ print("ok", sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
     assert any(r.startswith("torch") and 'extra == "tune"' in r for r in requires)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(("address", "message"), [
     ("127.0.0.1:{port}", "--address: cannot reach 127.0.0.1:{port} within 5 s"),
     ("headnode", "--address: expected auto, HOST:PORT or ray://HOST:PORT, got 'headnode'"),
 ])
 def test_unreachable_or_malformed_address_fails_within_seconds(tmp_path: Path, address: str,
                                                                message: str) -> None:
-    port = _free_port()
+    port = free_port()
     start = time.perf_counter()
     result = run_module("edge_tune.tune", "--address", address.format(port=port), "--output",
                         str(tmp_path / "out"), "--no-wandb", timeout=120)
@@ -269,11 +263,11 @@ def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Pat
 
     # every node and the tuner use the session's token (tests/conftest.py: RAY_AUTH_MODE)
     token = (Path.home() / ".ray" / "auth_token").read_text().strip()
-    client_port, dashboard_port = _free_port(), _free_port()
+    client_port, dashboard_port = free_port(), free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "ray_client_server_port": client_port, "include_dashboard": True,
         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
-        "dashboard_agent_listen_port": _free_port()})
+        "dashboard_agent_listen_port": free_port()})
     stop = threading.Event()  # ends the dashboard reader, whatever happens
     try:
         cluster.add_node(num_cpus=1, num_gpus=1)  # no CUDA here: trials train on its CPU

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.loopback import ADDRESSES, LoopbackHost, control_dir, free_port, require_tools
+from tests.conftest import ROOT, free_port
+from tests.loopback import ADDRESSES, LoopbackHost, control_dir, require_tools
 
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "dashboard", "monitor.py", "log_monitor",
                  "ray.util.client", "runtime_env", "default_worker")
