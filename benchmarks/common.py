@@ -49,19 +49,18 @@ def resnet20_pair(folder: Path) -> dict[str, Path]:
     pruned through the tuner's own recipe (filters ranked by L1 and removed)."""
     import torch
 
-    from edge_tune import prune
-    from edge_tune.export import export_onnx
-    from edge_tune.models import create_model, model_stages
-    from edge_tune.recipe import schedule_from_params
-    from edge_tune.scheduler import apply_recipe
+    from edge_tune.catalog.models import create_model
+    from edge_tune.compression.export import export_onnx
+    from edge_tune.compression.plan import plan_compression
+    from edge_tune.compression.runner import apply_recipe
+    from edge_tune.config import config_from_dict
+    from edge_tune.search.params import schedule_from_params
 
     torch.manual_seed(0)
     example = torch.zeros(1, 3, 32, 32)
     dense = create_model("resnet20_cifar", 10).eval()
     pruned = create_model("resnet20_cifar", 10).eval()
-    stages = model_stages("resnet20_cifar")
-    schedule = schedule_from_params({"filter_ratio": 0.5}, stages, 0)
-    apply_recipe(pruned, schedule.to_recipe(prune.filter_ratios(pruned, stages, schedule), [],
-                                            "resnet20_cifar", "digits"), example)
+    schedule = schedule_from_params({"filter_ratio": 0.5}, (), 0)
+    apply_recipe(pruned, plan_compression(schedule, pruned, config_from_dict({})).recipe, example)
     return {"baseline": export_onnx(dense, example, folder / "dense.onnx"),
             "model": export_onnx(pruned, example, folder / "pruned.onnx")}

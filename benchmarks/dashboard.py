@@ -1,6 +1,6 @@
 """The Ray dashboard's actor view during a default run, as a PNG (docs/dashboard-actors.png).
 
-    python benchmarks/dashboard.py [--samples 3] [--out docs/dashboard-actors.png]
+    python -m benchmarks.dashboard [--samples 3] [--out docs/dashboard-actors.png]
 
 Starts ``python -m edge_tune.tune`` (the default job, W&B off) in a private HOME, reads the
 dashboard address from its console line, waits until trials run, then opens the dashboard's

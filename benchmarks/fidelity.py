@@ -4,7 +4,7 @@ Exports the baseline ResNet-20 (and a 50%-filter-pruned copy) to ONNX, then alte
 edge_tune's benchmark and ``benchmark_app`` (sync API, the same properties through
 ``-load_config``) several times; prints each median (ms, batch 1) and the ratio.
 
-    python benchmarks/fidelity.py [--repeats 3] [--threads 1]
+    python -m benchmarks.fidelity [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from pathlib import Path
 
 import openvino as ov
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.common import resnet20_pair, write_section
-from edge_tune import bench
+from edge_tune.edge import bench
 
 
 def benchmark_app_median(model: Path, settings: bench.BenchSettings, folder: Path) -> float:
@@ -66,7 +64,7 @@ def main() -> None:
         a, b = statistics.median(ours), statistics.median(theirs)
         lines.append(f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} |")
         print(lines[-1], flush=True)
-    write_section("Fidelity: the actor vs benchmark_app", "python benchmarks/fidelity.py",
+    write_section("Fidelity: the actor vs benchmark_app", "python -m benchmarks.fidelity",
                   "\n".join(lines))
 
 

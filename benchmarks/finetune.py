@@ -3,7 +3,7 @@ embedded default (digits) after 50% or 60% of every conv's filters are removed a
 fine-tuned 4 or 7 epochs, at three learning rates (SGD, cosine, momentum 0.9). Chose
 ``finetune.lr``.
 
-    python benchmarks/finetune.py [--config FILE]     # about 3 minutes on 2 cores
+    python -m benchmarks.finetune [--config FILE]     # about 3 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
-from edge_tune.baseline import baseline_model
+from edge_tune.catalog.data import load_data
+from edge_tune.compression.baseline import baseline_model
+from edge_tune.compression.plan import compress, plan_compression
+from edge_tune.compression.train import evaluate, set_threads
 from edge_tune.config import load_config
-from edge_tune.data import load_data
-from edge_tune.train import evaluate, set_threads
-from edge_tune.trial import compress, plan
+from edge_tune.run.pipeline import check_params
 
 RATES = (0.1, 0.03, 0.01)
 CASES = [(ratio, epochs) for epochs in (4, 7) for ratio in (0.5, 0.6)]
@@ -43,8 +40,10 @@ def main() -> None:
         top1s, started = [], time.perf_counter()
         for ratio, epochs in CASES:
             model = baseline_model(tuned, splits, log=lambda _: None)[0]
-            schedule = plan(tuned, {"filter_ratio": ratio, "finetune_epochs": float(epochs)})
-            compress(model, schedule, splits, tuned, log=lambda _: None)
+            schedule = check_params(tuned, {"filter_ratio": ratio,
+                                            "finetune_epochs": float(epochs)})
+            compress(model, plan_compression(schedule, model, tuned), splits, tuned,
+                     log=lambda _: None)
             top1s.append(evaluate(model, splits.val)[0])
             print(f"lr {lr}: {ratio:.0%} filters, {epochs} epochs: {top1s[-1]:.2f}%", flush=True)
         seconds = (time.perf_counter() - started) / len(CASES)
@@ -53,7 +52,7 @@ def main() -> None:
     body = (f"Validation top-1 % ({len(splits.val)} images; the baseline {base_top1:.2f}%), "
             "torch f32, after removing filters and fine-tuning:\n\n" + "\n".join(lines))
     print(body)
-    write_section("Fine-tuning rate", "python benchmarks/finetune.py", body)
+    write_section("Fine-tuning rate", "python -m benchmarks.finetune", body)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ baseline in the same interleaved benchmark session: 50% filters removed (+ fine-
 before and after, the speed-ups, top-1 before and after (50% filters), layers left whole.
 The baseline is trained once per model (cached) for ``--epochs`` epochs.
 
-    python benchmarks/models.py [--models resnet18,mobilenet_v2] [--epochs 4] [--finetune 2]
+    python -m benchmarks.models [--models resnet18,mobilenet_v2] [--epochs 4] [--finetune 2]
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
@@ -82,7 +80,7 @@ def main() -> None:
         line = row(model, root / f"m{i}", args.epochs, args.finetune, args.lr)
         lines.append(line)
         print(line, flush=True)
-    command = (f"python benchmarks/models.py --models {args.models} --epochs {args.epochs} "
+    command = (f"python -m benchmarks.models --models {args.models} --epochs {args.epochs} "
                f"--finetune {args.finetune} --lr {args.lr:g}")
     body = ("Speed-ups are median batch-1 latency ratios to the baseline measured in the same "
             "session (OpenVINO CPU, 1 thread, f32 pinned); top-1 on digits' test split as "

@@ -4,7 +4,7 @@ and accuracy as deployed, waiting for the benchmark actor and the benchmark itse
 non-training work of a trial (everything but compress + fine-tune) for f32 and int8 trials;
 what trials stopped early cost; and on paper how many trial workers one actor can serve.
 
-    python benchmarks/overhead.py RUN_DIR      # a finished `python -m edge_tune.tune` run
+    python -m benchmarks.overhead RUN_DIR      # a finished `python -m edge_tune.tune` run
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
@@ -83,7 +80,7 @@ def main() -> None:
         lines.append(f"| {n} | {3600 * rate:.0f} | {100 * rate * t_bench:.0f} |")
     body = "\n".join(lines)
     print(body)
-    write_section("Overhead per trial", f"python benchmarks/overhead.py {args.run_dir}", body)
+    write_section("Overhead per trial", f"python -m benchmarks.overhead {args.run_dir}", body)
 
 
 if __name__ == "__main__":

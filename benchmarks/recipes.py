@@ -1,6 +1,6 @@
 """Distiller's published CNN recipes, each run unchanged as a new user would.
 
-``python benchmarks/recipes.py [--epochs 1] [--only SUBSTRING] [--out DIR]`` runs every recipe
+``python -m benchmarks.recipes [--epochs 1] [--only SUBSTRING] [--out DIR]`` runs every recipe
 under ``examples/distiller/<folder>/`` through ``python -m edge_tune.compress --recipe FILE
 --config C --epochs N`` on the architecture it was written for (digits at 32x32 px; AlexNet at
 64x64, its pooling needs more), records whether it ran, was refused in one line (exit 2) or
@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
@@ -136,7 +134,7 @@ def _header_macs(text: str) -> list[int]:
 
 def comparison(run_root: Path, results: dict[str, dict]) -> str:
     """Per recipe with a published table: Distiller's figures beside edge_tune's run."""
-    from edge_tune.distiller import published_layers
+    from edge_tune.compression.recipe import published_layers
 
     parts = []
     for name, result in results.items():
@@ -220,8 +218,8 @@ def table(results: dict[str, dict]) -> str:
 
 COMPARISON_HEAD = """# Distiller's published figures beside edge_tune's
 
-Written by `python benchmarks/recipes.py --compare RUNS` from the runs of
-`python benchmarks/recipes.py` (each recipe unchanged, `--epochs 1` on digits at 32x32): for
+Written by `python -m benchmarks.recipes --compare RUNS` from the runs of
+`python -m benchmarks.recipes` (each recipe unchanged, `--epochs 1` on digits at 32x32): for
 every ResNet-20/56 recipe whose header quotes Distiller's weights table after its run, that
 table beside the same layers in edge_tune's deployed model (shape as OpenVINO holds it, zeros
 as torch holds them). Pruning schedules reach their final levels in any number of epochs, so
@@ -281,7 +279,7 @@ def main() -> int:
     print(summary)
     print(families(results))
     if not args.only:
-        write_section("Distiller's recipes", "python benchmarks/recipes.py",
+        write_section("Distiller's recipes", "python -m benchmarks.recipes",
                       summary + "\n\n" + families(results) + "\n\n" + table(results))
     return 0
 

@@ -8,7 +8,7 @@ then with a training process running beside it (the default tune trial's load) a
 Prints per condition: median of the medians (ms), the coefficient of variation (CV) of each
 model's median over the repeats, and the CV of the speed-up ratio the tuner acts on.
 
-    python benchmarks/repeatability.py [--repeats 5]
+    python -m benchmarks.repeatability [--repeats 5]
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.common import resnet20_pair, write_section
-from edge_tune import bench
-from edge_tune.actor import BenchActor, model_files
+from edge_tune.edge import bench
+from edge_tune.edge.actor import BenchActor, model_files
 
 LOAD = """
 import sys, torch
 from edge_tune.config import config_from_dict
-from edge_tune.data import load_data
-from edge_tune.models import create_model
-from edge_tune.train import train
+from edge_tune.catalog.data import load_data
+from edge_tune.catalog.models import create_model
+from edge_tune.compression.train import train
 torch.set_num_threads(int(sys.argv[1]))
 config = config_from_dict({})
 splits = load_data(config.data)
@@ -97,7 +95,7 @@ def main() -> None:
                      f"{cv(m['speedup']):.1f} | {statistics.mean(m['sessions']):.1f} |")
         print(lines[-1], flush=True)
     write_section("Repeatability, idle and under training load",
-                  "python benchmarks/repeatability.py", "\n".join(lines))
+                  "python -m benchmarks.repeatability", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Prints trials/hour (from the first trial's start to the last trial's end) and ho
 single benchmark actor was. On a machine with C cores the workers share them: beyond N = C the
 figure shows CPU contention, not the tuner (see the on-paper model in the overhead section).
 
-    python benchmarks/scaling.py --quick     # small CNN, N = 1, 2
+    python -m benchmarks.scaling --quick     # small CNN, N = 1, 2
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section
 
@@ -77,7 +75,7 @@ def main() -> None:
                      f"{r['wait_s']:.2f} |")
         print(lines[-1], flush=True)
     write_section("Scaling" + (" (quick)" if args.quick else ""),
-                  "python benchmarks/scaling.py" + (" --quick" if args.quick else ""),
+                  "python -m benchmarks.scaling" + (" --quick" if args.quick else ""),
                   "\n".join(lines))
 
 

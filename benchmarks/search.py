@@ -14,9 +14,9 @@ tuner ran it before), ``random``, and a 16-point hand grid in shuffled order.
 Prints (and writes to BENCHMARKS.md) the best feasible speed-up after k trials, the trials each
 needed to reach 95% of the table's best, the table, and a best-so-far plot.
 
-    python benchmarks/search.py --table t.json      # builds t.json (~33 min on 2 cores), then
+    python -m benchmarks.search --table t.json      # builds t.json (~33 min on 2 cores), then
                                                     # the searchers on it (~4 min)
-    python benchmarks/search.py --table benchmarks/search_table.json  # the measured table
+    python -m benchmarks.search --table benchmarks/search_table.json  # the measured table
 """
 
 from __future__ import annotations
@@ -35,13 +35,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.common import write_section
-from edge_tune import bench
 from edge_tune.config import load_config
-from edge_tune.objective import objective
-from edge_tune.space import load_space
+from edge_tune.edge import bench
+from edge_tune.search.objective import objective
+from edge_tune.search.space import load_space
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 EPOCHS = [1, 3, 5, 7]
@@ -56,13 +54,13 @@ def build_table(config: Any, folder: Path) -> dict[str, Any]:
     (filter ratio, int8) graph is timed once, all of them and the baseline interleaved in one
     benchmark session at the end.
     """
-    from edge_tune.baseline import prepare_baseline
-    from edge_tune.data import load_data
-    from edge_tune.deploy import arrays, deploy, deployed_accuracy
-    from edge_tune.models import model_stages
-    from edge_tune.recipe import schedule_from_params
-    from edge_tune.train import set_threads
-    from edge_tune.trial import compress
+    from edge_tune.catalog.data import load_data
+    from edge_tune.catalog.models import model_stages
+    from edge_tune.compression.baseline import prepare_baseline
+    from edge_tune.compression.deployment import arrays, deploy, deployed_accuracy
+    from edge_tune.compression.plan import compress, plan_compression
+    from edge_tune.compression.train import set_threads
+    from edge_tune.search.params import schedule_from_params
 
     set_threads(config.train_threads)
     splits = load_data(config.data)
@@ -80,7 +78,8 @@ def build_table(config: Any, folder: Path) -> dict[str, Any]:
         schedule = schedule_from_params({"filter_ratio": ratio, "finetune_epochs": epochs},
                                         model_stages(config.model), epochs)
         model = copy.deepcopy(base.model)
-        compress(model, schedule, splits, config, log=lambda _: None)
+        compress(model, plan_compression(schedule, model, config), splits, config,
+                 log=lambda _: None)
         for int8 in (0, 1):
             out = folder / _key(ratio, int8, epochs).replace("/", "_")
             out.mkdir(parents=True)
@@ -124,17 +123,17 @@ def lookup(table: dict[str, Any], params: dict[str, float]) -> dict[str, float]:
 
 def result_of(table: dict[str, Any], params: dict[str, float]) -> dict[str, Any]:
     """What a trial at ``params`` reports, read from the table."""
+    from edge_tune.search.result import TrialResult
+
     point = lookup(table, params)
-    return {"objective": point["objective"], "latency_ratio": 1 / point["speedup"],
-            "val_top1": point["val_top1"], "threshold_top1": table["threshold"],
-            "speedup": point["speedup"],
-            "feasible": point["val_top1"] >= table["threshold"]}
+    result = TrialResult("done", 1 / point["speedup"], table["threshold"], point["val_top1"])
+    return {**result.metrics(), "speedup": point["speedup"], "feasible": result.feasible}
 
 
 def run_searcher(name: str, table: dict[str, Any], budget: int, seed: int) -> list[float]:
     """Best feasible speed-up after each of ``budget`` trials (0 before any is feasible),
     the searcher driven by its own two-method contract (suggest, on_trial_complete)."""
-    from edge_tune.searcher import SEARCHERS
+    from edge_tune.search.searchers import SEARCHERS
 
     config = load_config(str(FASHION))
     tune = replace(config.tune, seed=seed, num_samples=budget, points_to_evaluate=[],
@@ -168,7 +167,7 @@ def hand_grid(table: dict[str, Any], budget: int, seed: int) -> list[float]:
 
 
 def plot(curves: dict[str, list[list[float]]], target: float, path: Path) -> None:
-    from edge_tune.report import pyplot
+    from edge_tune.run.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -269,7 +268,7 @@ def main() -> None:
         "The table (validation top-1 as deployed, %; bold: feasible):", "",
         *grid_markdown(table)])
     print(body)
-    write_section("Search efficiency", "python benchmarks/search.py", body)
+    write_section("Search efficiency", "python -m benchmarks.search", body)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Runs ``python -m edge_tune.trial`` once per parameter set (each measures its own
 the same benchmark session) and prints a table: top-1 and its drop, MACs, median/p90 latency
 (ms, batch 1, 1 thread, f32 pinned) and speed-up.
 
-    python benchmarks/trial_speedups.py [--output DIR] [--config FILE]
+    python -m benchmarks.trial_speedups [--output DIR] [--config FILE]
 """
 
 from __future__ import annotations

@@ -1,51 +1,23 @@
-"""``python -m edge_tune.compress --recipe FILE``: a Distiller recipe, run, deployed, benchmarked.
+"""``python -m edge_tune.compress --recipe FILE``: a Distiller recipe, run, deployed,
+benchmarked.
 
-A thin command over :func:`edge_tune.trial.run_recipe_trial`: it loads and checks the recipe
-against the configured model, rescales its epochs when asked, and prints one JSON object.
+A thin command over :func:`edge_tune.run.pipeline.run_recipe_trial`: it loads and checks the
+recipe against the configured model, rescales its epochs when asked
+(:func:`edge_tune.compression.recipe.fit_epochs`), and prints one JSON object.
 """
 
 from __future__ import annotations
 
 import json
 
+from edge_tune.catalog.data import num_classes
+from edge_tune.catalog.models import check_model, create_model
+from edge_tune.compression.recipe import check_weights, fit_epochs, load_recipe
 from edge_tune.config import load_config
-from edge_tune.data import num_classes
-from edge_tune.distiller import Recipe, check_weights, load_recipe, rescale
-from edge_tune.errors import ArgumentParser, UserError, run_cli
-from edge_tune.models import check_model, create_model
-from edge_tune.output import log_stderr, new_run_dir, stdout_to_stderr
-from edge_tune.trial import check_inputs, run_recipe_trial
-
-DEFAULT_RECIPE_EPOCHS = 180  # Distiller's CIFAR runs, when a recipe's header says nothing
-
-
-def fit_epochs(recipe: Recipe, recipe_epochs: int | None,
-               epochs: int | None) -> tuple[Recipe, int]:
-    """The recipe rescaled from ``recipe_epochs`` (None: what its header's command line
-    says, else 180) onto ``epochs`` (None: as written). A recipe whose header resumes a run
-    is mapped from its first policy's epoch (``network_surgery``: 180-360 -> 0-N)."""
-    if recipe_epochs is None:
-        recipe_epochs = recipe.header_epochs or DEFAULT_RECIPE_EPOCHS
-        where = "its header" if recipe.header_epochs else "the default"
-        log_stderr(f"recipe written for {recipe_epochs} epochs ({where}; --recipe-epochs "
-                   "to change)")
-    if recipe_epochs < 1:
-        raise UserError(f"--recipe-epochs: expected an integer >= 1, got {recipe_epochs}")
-    if epochs is None:
-        return recipe, recipe_epochs
-    if epochs < 0:
-        raise UserError(f"--epochs: expected an integer >= 0, got {epochs}")
-    origin = recipe.origin()
-    if epochs == 0:
-        log_stderr("--epochs 0: the recipe's epoch-0 actions only, no training")
-    elif epochs != recipe_epochs or origin:
-        recipe = rescale(recipe, recipe_epochs, epochs, origin)
-        scaled = [i.name for i in recipe.instances.values() if i.section == "regularizers"]
-        note = (f"; strength of {', '.join(scaled)} x{recipe_epochs / epochs:g}"
-                if scaled else "")
-        start = f" (resumed at epoch {origin})" if origin else ""
-        log_stderr(f"recipe rescaled from {recipe_epochs}{start} to {epochs} epochs{note}")
-    return recipe, epochs
+from edge_tune.core.console import log_stderr, stdout_to_stderr
+from edge_tune.core.errors import ArgumentParser, run_cli
+from edge_tune.core.files import new_run_dir
+from edge_tune.run.pipeline import check_inputs, run_recipe_trial
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """Configuration: frozen dataclasses, validated once at load with YAML-path errors.
 
 Sections that belong to one stage are that stage's own dataclass (``data`` is
-:class:`edge_tune.data.DataConfig`, ``bench`` is :class:`edge_tune.bench.BenchSettings`,
-``tune.threshold`` is :class:`edge_tune.objective.Threshold`), so nothing is copied field by
-field; names are checked against the stages' registries (``model``, ``data.name``).
+:class:`edge_tune.catalog.splits.DataConfig`, ``bench`` is
+:class:`edge_tune.edge.bench.BenchSettings`, ``tune.threshold`` is
+:class:`edge_tune.search.objective.Threshold`), so nothing is copied field by field; names are
+checked against the stages' registries (``model``, ``data.name``). ``tune:`` answers the
+searchers' :class:`edge_tune.search.searchers.SearchSettings`.
 
 ``load_config(None)`` gives the embedded default (ResNet-20 on digits); a user file overrides
 any subset of its keys. Unknown keys and out-of-range values are a :class:`UserError` naming the
@@ -17,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from edge_tune.bench import BenchSettings
-from edge_tune.data import DATASETS, DataConfig
-from edge_tune.errors import UserError, unknown
-from edge_tune.models import model_spec
-from edge_tune.objective import Threshold
-from edge_tune.recipe import check_param
+from edge_tune.catalog.data import DATASETS
+from edge_tune.catalog.models import model_spec
+from edge_tune.catalog.splits import DataConfig
+from edge_tune.core.errors import UserError, unknown
+from edge_tune.core.files import read_yaml
+from edge_tune.edge.bench import BenchSettings
+from edge_tune.search.objective import Threshold
+from edge_tune.search.params import check_param
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class TuneConfig:
     """The search: space, budget, concurrency, resources per trial, W&B."""
 
     search_space: str = "default"  # a name in search_spaces/ or a YAML path
-    searcher: str = "bayesopt"  # a name in edge_tune.searcher.SEARCHERS
+    searcher: str = "bayesopt"  # a name in edge_tune.search.searchers.SEARCHERS
     # the digits demo: 12 trials and the baseline in 293 s from an empty cache on 2 cores
     num_samples: int = 12
     max_concurrent: int = 1  # trials at once (each also waits its turn at the benchmark actor)
@@ -77,7 +79,7 @@ class TuneConfig:
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one
     trial_memory_gb: float = 0.0  # GB of RAM reserved per trial (Ray's `memory`); 0 = none
     max_failures: int = 0  # retries of a failed trial
-    early_stop: bool = True  # stop trials that cannot win (edge_tune.stopping.EarlyStop)
+    early_stop: bool = True  # stop trials that cannot win (edge_tune.search.stopping.EarlyStop)
     threshold: Threshold = field(default_factory=Threshold)
     wandb_project: str = "edge_tune"
 
@@ -218,20 +220,6 @@ def _check_names(config: Config) -> None:
     model_spec(config.model)  # a built-in, a torchvision model or the user's code
     if config.data.name not in DATASETS:
         raise unknown("data.name", config.data.name, DATASETS)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file safely; a missing file or bad syntax is a one-line UserError."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--config: no such file {str(file)!r}")
-    try:
-        return yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise UserError(f"{file}:{where}: malformed YAML: {problem}") from None
 
 
 def load_config(path: str | Path | None) -> Config:

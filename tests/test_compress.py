@@ -12,16 +12,16 @@ import torch
 import yaml
 from torch.utils.data import TensorDataset
 
-from edge_tune.distiller import agp_sparsity, recipe_from_dict
-from edge_tune.models import create_model
-from edge_tune.scheduler import RecipeRun, _prune, run_recipe, thin
-from tests.conftest import run_module
+from edge_tune.catalog.models import create_model
+from edge_tune.compression.recipe import agp_sparsity, recipe_from_dict
+from edge_tune.compression.runner import RecipeRun, _prune, run_recipe, thin
+from tests.conftest import ROOT, run_module
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 LAYER2 = ["layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.0.downsample.0.weight",
           "layer2.1.conv1.weight", "layer2.1.conv2.weight", "layer2.2.conv1.weight",
           "layer2.2.conv2.weight"]
-RECIPES = Path(__file__).resolve().parents[1] / "examples" / "distiller"
+RECIPES = ROOT / "examples" / "distiller"
 
 
 def _run(pruners: dict, policies: list | None = None) -> RecipeRun:
@@ -170,7 +170,7 @@ def test_compress_runs_quantisation_aware_training(tmp_path: Path) -> None:
     r = json.loads(result.stdout)
     assert r["int8"] == "quantisation-aware (NNCF)" and r["int8_options"] is None
     assert any("ema_decay" in line for line in r["ignored"])
-    compiled = ov.Core().compile_model(r["deployed"], "CPU")
+    compiled = ov.Core().compile_model(r["deployed"], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     precisions = {op.get_rt_info()["runtimePrecision"].astype(str)
                   for op in compiled.get_runtime_model().get_ops()
                   if "runtimePrecision" in op.get_rt_info()}
@@ -271,7 +271,7 @@ def test_masks_are_recomputed_every_n_mini_batches() -> None:
 
 def test_fold_batchnorm_ranks_filters_as_deployed() -> None:
     """A filter with large weights but a tiny BatchNorm scale is weak in the deployed model."""
-    from edge_tune.scheduler import folded_weights
+    from edge_tune.compression.ranking import folded_weights
 
     model = create_model("simple_cnn", 10).eval()
     with torch.no_grad():
@@ -289,7 +289,7 @@ def test_fold_batchnorm_ranks_filters_as_deployed() -> None:
 
 
 def test_apoz_ranks_filters_by_their_dead_activations() -> None:
-    from edge_tune.scheduler import activation_apoz
+    from edge_tune.compression.ranking import activation_apoz
 
     model = create_model("simple_cnn", 10).eval()
     with torch.no_grad():
@@ -317,7 +317,7 @@ def test_lr_schedulers_that_follow_a_metric_or_several_gammas() -> None:
 
 
 def test_regularisers_penalise_their_weights() -> None:
-    from edge_tune.prune import L1, GroupVariance
+    from edge_tune.compression.regularizers import L1, GroupVariance
 
     weights = {"w": torch.tensor([[1.0, -2.0], [0.0, 3.0]])}
     assert float(L1().penalty(weights, {"reg_regims": {"w": 0.5}})) == 3.0
@@ -341,8 +341,8 @@ def _arch(path: str) -> str:
 
 def _representatives() -> dict[str, str]:
     """Per Distiller class: the cheapest shipped recipe that uses it and loads."""
-    from edge_tune.distiller import load_recipe
-    from edge_tune.errors import UserError
+    from edge_tune.compression.recipe import load_recipe
+    from edge_tune.core.errors import UserError
 
     found: dict[str, str] = {}
     for path in sorted(SHIPPED, key=lambda p: (CHEAP.index(_arch(p)), p)):
@@ -359,7 +359,7 @@ REPRESENTATIVE = _representatives()
 
 
 def test_every_class_distillers_examples_use_has_a_representative() -> None:
-    from edge_tune.distiller import CLASSES
+    from edge_tune.compression.classes import CLASSES
 
     assert set(REPRESENTATIVE) <= set(CLASSES) and len(REPRESENTATIVE) == 23
 
@@ -368,8 +368,7 @@ def test_every_class_distillers_examples_use_has_a_representative() -> None:
 def test_a_representative_recipe_per_class_runs(cls: str) -> None:
     """Each class Distiller's examples use, in the first shipped recipe that uses it, run
     unchanged for one epoch (rescaled from its header) on its architecture, 32 images."""
-    from edge_tune.compress import fit_epochs
-    from edge_tune.distiller import check_weights, load_recipe
+    from edge_tune.compression.recipe import check_weights, fit_epochs, load_recipe
 
     path = REPRESENTATIVE[cls]
     arch = _arch(path)

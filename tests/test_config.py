@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from edge_tune.config import Config, config_from_dict, load_config
-from edge_tune.errors import UserError
+from edge_tune.core.errors import UserError
+from tests.conftest import ROOT
 
 
 def test_default_is_resnet20_on_digits() -> None:
@@ -58,7 +59,7 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 
 
 def test_every_example_config_loads() -> None:
-    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert len(examples) >= 5
     for path in examples:
         config = load_config(path)

@@ -91,8 +91,8 @@ from importlib.resources import files
 from pathlib import Path
 
 import edge_tune
-from edge_tune.errors import UserError
-from edge_tune.space import load_space, space_names
+from edge_tune.core.errors import UserError
+from edge_tune.search.space import load_space, space_names
 
 site = Path(sys.argv[1]).resolve()
 assert Path(edge_tune.__file__).resolve().is_relative_to(site), edge_tune.__file__

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_tune.distiller import recipe_from_dict
-from edge_tune.study import METHODS, Layers, merge
+from edge_tune.compression.methods import METHODS, Layers, merge
+from edge_tune.compression.recipe import recipe_from_dict
 from tests.conftest import run_module
 from tests.wandb_files import history
 

@@ -170,12 +170,12 @@ def test_a_100_class_trial_runs_end_to_end(tmp_path: Path, kind: str) -> None:
 def test_a_trial_compresses_and_fine_tunes_on_the_gpu(tmp_path: Path, small_config: dict) -> None:
     import copy
 
-    from edge_tune.baseline import prepare_baseline
+    from edge_tune.catalog.data import load_data
+    from edge_tune.compression.baseline import prepare_baseline
+    from edge_tune.compression.deployment import arrays
+    from edge_tune.compression.plan import build, plan_compression
     from edge_tune.config import config_from_dict
-    from edge_tune.data import load_data
-    from edge_tune.deploy import arrays
-    from edge_tune.recipe import schedule_from_params
-    from edge_tune.trial import build
+    from edge_tune.search.params import schedule_from_params
 
     config = config_from_dict(small_config)
     splits = load_data(config.data)
@@ -183,7 +183,8 @@ def test_a_trial_compresses_and_fine_tunes_on_the_gpu(tmp_path: Path, small_conf
     base = prepare_baseline(config, splits, test, tmp_path / "base", log=lambda _: None)
     model = copy.deepcopy(base.model).cuda()
     schedule = schedule_from_params({"filter_ratio": 0.5, "int8": 1}, (), 1)
-    artifact = build(model, schedule, splits, config, tmp_path, base.shapes, test,
+    plan = plan_compression(schedule, model, config)
+    artifact = build(model, plan, splits, config, tmp_path, base.shapes, test,
                      log=lambda _: None)
     assert next(model.parameters()).is_cuda  # trained where it lives; exported from a copy
     assert artifact.macs < 0.5 * base.artifact.macs and artifact.deployed.suffix == ".xml"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_tune.catalog.data import load_data
+from edge_tune.compression.deployment import arrays, deployed_accuracy
 from edge_tune.config import load_config
-from edge_tune.data import load_data
-from edge_tune.deploy import arrays, deployed_accuracy
-from edge_tune.tune import deployed_file
+from edge_tune.run.tuner import deployed_file
 from tests.conftest import run_module
 from tests.wandb_files import history
 
@@ -188,7 +188,7 @@ def test_existing_output_is_refused_before_ray(tmp_path: Path) -> None:
 
 
 def test_a_trial_waiting_for_resources_is_said_after_a_minute() -> None:
-    from edge_tune.tune import WAIT_REPORT_S, waiting_line
+    from edge_tune.run.callbacks import WAIT_REPORT_S, waiting_line
 
     since: dict[str, float] = {}
     ask = {"a": {"CPU": 2.0, "GPU": 1.0}}

@@ -1,0 +1,44 @@
+"""Which layers compression acts on: the convs filter pruning may cut, the stage each belongs
+to, each conv's filter ratio and the convs fine-grained pruning zeroes."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the model's conv layers that filter pruning may cut, in definition order.
+
+    A conv that computes the logits (the last conv or linear layer is a conv, as in
+    SqueezeNet) keeps its filters: the output layer keeps the class count.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    head = layers[-1][0] if layers and isinstance(layers[-1][1], nn.Conv2d) else None
+    return [n for n, m in layers if isinstance(m, nn.Conv2d) and n != head]
+
+
+def stage_of(layer: str, stages: tuple[str, ...]) -> str:
+    """The stage holding ``layer`` (the longest stage name that prefixes it), else the first
+    stage: convs outside every stage (the stem) feed the first stage."""
+    holding = [s for s in stages if layer == s or layer.startswith(f"{s}.")]
+    return max(holding, key=len) if holding else (stages[0] if stages else "")
+
+
+def filter_ratios(model: nn.Module, stages: tuple[str, ...],
+                  by_stage: dict[str, float]) -> dict[str, float]:
+    """Per-conv filter ratio from ``by_stage`` (stage, or ``*`` for every conv, -> the fraction
+    of filters removed): the conv's stage ratio, else ``*``'s.
+
+    Convs outside any stage (the stem) feed the first stage's residual stream, so they take
+    that stage's ratio: a residual group must be cut by one ratio.
+    """
+    default = by_stage.get("*", 0.0)
+    return {name: by_stage.get(stage_of(name, stages), default)
+            for name in conv_layers(model)}
+
+
+def fine_layers(model: nn.Module) -> list[str]:
+    """Convs that fine-grained pruning zeroes: all but the first (3 input channels, sensitive)."""
+    return conv_layers(model)[1:]
+
+

@@ -1,0 +1,98 @@
+"""One trial's compression: planned once on the baseline model, then carried out.
+
+:func:`plan_compression` turns a :class:`~edge_tune.search.params.Schedule` into each conv's
+filter ratio and the Distiller-style recipe that carries it out (pruning keeps the layers'
+names, so the plan holds for the pruned model too). :func:`compress` runs that recipe on a
+model (filters masked by L1 rank and removed at epoch 0, BatchNorm statistics re-estimated,
+then fine-tuning with the masks held); :func:`build` also deploys the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from edge_tune.catalog.models import model_stages
+from edge_tune.catalog.splits import Splits
+from edge_tune.compression.deployment import Artifact, Images, deploy
+from edge_tune.compression.layers import filter_ratios, fine_layers
+from edge_tune.compression.recipe import Recipe, recipe_from_dict
+from edge_tune.compression.runner import EpochHook, RecipeRun, fit_recipe
+from edge_tune.config import Config
+from edge_tune.core.console import log_stderr
+from edge_tune.search.params import Schedule
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """A schedule worked out for one model: each conv's filter ratio and the recipe."""
+
+    schedule: Schedule
+    ratios: dict[str, float]  # conv -> fraction of its filters removed
+    recipe: dict[str, Any]  # Distiller-style, ``module.``-prefixed weight names
+    loaded: Recipe  # the same, validated: what the runner runs
+
+    @property
+    def finetunes(self) -> bool:
+        """Whether the schedule removes or zeroes anything (else it fine-tunes nothing)."""
+        return self.schedule.prunes_filters or self.schedule.fine_sparsity > 0
+
+    def write(self, path: Path) -> Path:
+        """The recipe as a YAML file a person can read and rerun."""
+        epochs = self.schedule.finetune_epochs
+        header = (f"# edge_tune trial {json.dumps(self.schedule.params)}: pruning and thinning "
+                  f"at epoch 0, then {epochs} fine-tuning epochs. Rerun:\n# python -m "
+                  f"edge_tune.compress --recipe {path.name} --config config.yaml "
+                  f"--recipe-epochs {max(1, epochs)} --epochs {epochs}\n")
+        path.write_text(header + yaml.safe_dump(self.recipe, sort_keys=False))
+        return path
+
+
+def plan_compression(schedule: Schedule, model: nn.Module, config: Config) -> CompressionPlan:
+    """``schedule`` worked out for ``model`` (the configured model's stages)."""
+    ratios = filter_ratios(model, model_stages(config.model), schedule.filter_ratios)
+    recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
+    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe))
+
+
+def compress(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config,
+             log: Log = log_stderr, after_epoch: EpochHook | None = None,
+             finetune: bool = True) -> RecipeRun:
+    """Run the plan's recipe on ``model`` in place; ``finetune=False``: the epoch-0 actions
+    only (filters removed, BatchNorm re-estimated), as the latency probe needs."""
+    epochs = plan.schedule.finetune_epochs if plan.finetunes and finetune else 0
+    if epochs:
+        log(f"fine-tuning {epochs} epochs")
+    return fit_recipe(model, plan.loaded, splits, config, epochs, log, after_epoch=after_epoch)
+
+
+def build(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config, out: Path,
+          baseline_shapes: dict[str, tuple[int, ...]], test: Images, name: str = "model",
+          log: Log = log_stderr, after_epoch: EpochHook | None = None) -> Artifact:
+    """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
+    start = time.perf_counter()
+    run = compress(model, plan, splits, config, log, after_epoch)
+    artifact = deploy(model, plan.schedule.int8, splits, config, out, baseline_shapes, test,
+                      name, {"compress_s": time.perf_counter() - start})
+    artifact.thinned = run.thinned
+    artifact.skipped = skipped_layers(model, baseline_shapes, plan, run.skipped)
+    return artifact
+
+
+def skipped_layers(model: nn.Module, baseline_shapes: dict[str, tuple[int, ...]],
+                   plan: CompressionPlan, why: dict[str, str]) -> dict[str, str]:
+    """Convs the plan asked to lose filters that kept them all, and why (left whole)."""
+    modules = dict(model.named_modules())
+    return {name: why.get(name, "its filters are tied to a layer that keeps them")
+            for name, ratio in plan.ratios.items()
+            if round(ratio * baseline_shapes[f"{name}.weight"][0]) > 0
+            and modules[name].weight.shape[0] == baseline_shapes[f"{name}.weight"][0]}

@@ -1,0 +1,133 @@
+"""A finished run read back from its directory, study or tune alike, for its report: one
+:class:`Point` per model (the baseline, each study method, each completed tune trial) and the
+per-layer times of the models the report compares."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_tune.core.errors import UserError
+from edge_tune.edge.verify import layer_of, node_layers
+from edge_tune.run.ledger import TRIALS, TrialRow, read_rows
+from edge_tune.search.params import format_params
+
+COMPUTE = ("Convolution", "FullyConnected", "MatMul")  # OpenVINO types charged to a layer
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model of a run: its accuracy, latency (ms, batch 1) and size."""
+
+    name: str  # the method, or a tune trial's parameters as a person reads them
+    top1: float  # % as deployed (tune: validation)
+    latency_ms: float | None  # median (None: a tune run with no completed trial)
+    latency_p90_ms: float | None
+    speedup: float
+    macs: int
+    params: int
+    reached: bool = True  # the compression is in both the ONNX file and OpenVINO's model
+    int8: bool = False
+    family: str = ""  # study: sparsity | structure | quantisation | composed | baseline
+    smaller_layers: int | None = None  # study: layers physically smaller
+    sparse_layers: int | None = None  # study: layers all zeros
+    objective: float = 0.0  # tune
+    config: dict[str, float] = field(default_factory=dict)  # tune: the trial's parameters
+
+
+@dataclass
+class Run:
+    """What a report needs from a run directory, study or tune alike."""
+
+    kind: str  # study | tune
+    folder: Path
+    points: list[Point]  # one per method (study) or completed trial (tune)
+    baseline: Point
+    threshold: float
+    layers: dict[str, dict[str, float]] = field(default_factory=dict)  # series -> layer -> ms
+    params: list[str] = field(default_factory=list)  # tune: the searched parameter names
+    stopped: list[TrialRow] = field(default_factory=list)  # tune: trials stopped early
+
+
+def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, float]:
+    """Per-layer ms by the model's layer names; other ops (reorders, pooling) summed."""
+    out: dict[str, float] = defaultdict(float)
+    for row in rows:
+        layer = row.get("layer") or layer_of(row["node"], names)
+        out[layer if row["type"] in COMPUTE else "other ops"] += float(row["ms"])
+    return dict(out)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _method(row: dict[str, Any]) -> Point:
+    """A row of study.json."""
+    return Point(row["method"], row["top1"], row.get("latency_ms"), row.get("latency_p90_ms"),
+                 row["speedup"], row["macs"], row["params"], row.get("reached", True),
+                 bool(row.get("int8")), row.get("family", ""), row.get("smaller_layers"),
+                 row.get("sparse_layers"))
+
+
+def load_study(folder: Path) -> Run:
+    study = json.loads((folder / "study.json").read_text())
+    rows = study["rows"]
+    layers: dict[str, list[dict[str, str]]] = defaultdict(list)
+    if (folder / "layers.csv").is_file():
+        for row in _read_csv(folder / "layers.csv"):
+            layers[row["method"]].append(row)
+    return Run("study", folder, [_method(r) for r in rows if r["method"] != "baseline"],
+               _method(rows[0]), study["threshold_top1"],
+               {m: _layer_ms(rs, {}) for m, rs in layers.items()})
+
+
+def _trial(row: TrialRow) -> Point | None:
+    """A completed trial of trials.jsonl (None: it has no final result)."""
+    result = row.result
+    if result is None or result.probe is None or result.deployed is None \
+            or result.val_top1 is None:
+        return None
+    probe, deployed = result.probe, result.deployed
+    return Point(format_params(row.params), result.val_top1, probe.latency_ms,
+                 probe.latency_p90_ms, probe.speedup, deployed.macs, deployed.params,
+                 deployed.reached, result.int8, objective=result.objective, config=row.params)
+
+
+def load_tune(folder: Path) -> Run:
+    summary = json.loads((folder / "summary.json").read_text())
+    trials = read_rows(folder / TRIALS)
+    # a tune run's top-1 is validation top-1 (what chose the best); test was measured once
+    points = [p for p in (_trial(t) for t in trials if t.status == "completed") if p]
+    layers = {}
+    best = folder / "best"
+    if (best / "layers.csv").is_file() and (best / "model.onnx").is_file():
+        names = node_layers(best / "model.onnx")
+        layers["best"] = _layer_ms(_read_csv(best / "layers.csv"), names)
+        if (best / "baseline_layers.csv").is_file():
+            base_onnx = folder / "baseline" / "baseline.onnx"
+            base_names = node_layers(base_onnx) if base_onnx.is_file() else names
+            layers = {"baseline": _layer_ms(_read_csv(best / "baseline_layers.csv"),
+                                            base_names), **layers}
+    b = summary["baseline"]
+    baseline = Point("baseline", b["val_top1"], b.get("latency_ms"), b.get("latency_p90_ms"),
+                     1.0, b["macs"], b["params"], family="baseline")
+    stopped = [t for t in trials if t.status == "stopped"]
+    return Run("tune", folder, points, baseline, summary["threshold"]["top1"], layers,
+               list(summary["search_space"]["bounds"]), stopped)
+
+
+def load_run(folder: str | Path) -> Run:
+    """A study (study.json) or tune (summary.json + trials.jsonl) run directory."""
+    path = Path(folder)
+    if (path / "study.json").is_file():
+        return load_study(path)
+    if (path / "summary.json").is_file() and (path / TRIALS).is_file():
+        return load_tune(path)
+    raise UserError(f"RUN_DIR: {str(path)!r} holds neither study.json nor summary.json + "
+                    f"{TRIALS} (a study or tune output directory)")

@@ -1,0 +1,295 @@
+"""The tuner's experiment: config -> search space -> searcher proposes params ->
+:func:`~edge_tune.run.trainable.trainable` (compress, fine-tune, export, int8 on the trial's own
+CPU/GPU) -> benchmark actor on the ``ncs`` node (serialised, baseline interleaved) -> objective
+-> searcher; trials.jsonl (appended as each trial finishes), the best trial's files and
+summary.json in the run directory; every trial mirrored to W&B (offline without a key).
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import yaml
+from ray import tune
+
+from edge_tune.catalog.data import load_data
+from edge_tune.compression.baseline import Baseline, prepare_baseline
+from edge_tune.compression.deployment import arrays, deployed_accuracy
+from edge_tune.compression.train import set_threads
+from edge_tune.config import Config, config_to_dict
+from edge_tune.core.console import log_stderr
+from edge_tune.core.environment import quiet_tune, wandb_environment
+from edge_tune.core.errors import UserError, work_started
+from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
+from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
+from edge_tune.run.context import TrialContext
+from edge_tune.run.ledger import TRIALS, Ledger, TrialRow, seconds_saved, trial_row, write
+from edge_tune.run.pipeline import check_params
+from edge_tune.run.trainable import trainable
+from edge_tune.search.params import format_params
+from edge_tune.search.searchers import check_searcher, create_searcher
+from edge_tune.search.space import SearchSpace, check_points
+from edge_tune.search.stopping import EarlyStop
+
+EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
+
+
+def validate(config: Config, space: SearchSpace, device_here: bool = True) -> None:
+    """Every cheap check before Ray starts: params vs model, points, searcher, data, device,
+    checkpoint."""
+    check_params(config, {name: low for name, (low, _) in space.bounds.items()}, device_here)
+    check_points(space, config.tune.points_to_evaluate, "tune.points_to_evaluate")
+    check_searcher(config.tune)
+
+
+def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
+               wandb: bool) -> tune.Tuner:
+    stopper = EarlyStop(config.tune.early_stop)
+    callbacks: list[Any] = [TrialLog(config.tune.num_samples, out, stopper), Waiting()]
+    if wandb:
+        callbacks.append(wandb_callback(config, out, out.name))
+    return tune.Tuner(
+        runnable, param_space=space.tune_space(),
+        tune_config=tune.TuneConfig(search_alg=create_searcher(config.tune, space),
+                                    scheduler=stopper, num_samples=config.tune.num_samples,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=str(out.resolve()), callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
+            verbose=0))
+
+
+def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "",
+               wandb: bool = False, resume: bool = False) -> dict[str, Any] | None:
+    """Run (or, with ``resume``, continue) the experiment in ``out`` on the connected Ray.
+
+    Returns the summary written to summary.json, or None when the run was interrupted before
+    every trial finished (Tune saved its state: ``--resume`` continues it).
+    """
+    started = time.time()
+    if not resume:
+        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config),
+                                                        sort_keys=False))
+    set_threads(config.train_threads)
+    splits = load_data(config.data)
+    # the baseline's accuracy as deployed on validation (what trials are held to) and, once,
+    # on test (what is reported)
+    base = prepare_baseline(config, splits, arrays(splits.val), out / "baseline")
+    test = arrays(splits.test)
+    base_test = deployed_accuracy(base.artifact.deployed, test, config.bench)
+    threshold_top1 = config.tune.threshold.value(base.artifact.top1)
+    log_stderr(f"baseline validation top-1 {base.artifact.top1:.2f}% (as deployed; test "
+               f"{base_test[0]:.2f}%); threshold {threshold_top1:.2f}% on validation")
+    pinned: list[Any] = []  # [the baseline's files]: every benchmark call passes it
+    actors = start_actors(base.artifact.deployed, config.bench, pinned)  # held: a named actor
+    actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
+    log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
+               f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
+    ctx = TrialContext.of(config, base, threshold_top1,
+                          tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
+    ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
+    resources = {k.lower(): v for k, v in trial_request(config).items()}
+    runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
+                                   resources)
+    if resume:
+        # finished trials are kept, unfinished ones continue; the searcher's state comes back
+        # from the experiment checkpoint; errored trials stay errored (their errors recorded)
+        tuner = tune.Tuner.restore(str((out / EXPERIMENT).resolve()), trainable=runnable,
+                                   resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = _new_tuner(runnable, config, space, out, wandb)
+    results = tuner.fit()
+    del actors, pinned  # the last handles: the actors end with the experiment
+    recorded = Ledger.read(out / TRIALS)
+    rows = [_row(results[i], recorded) for i in range(len(results))]
+    ended = sum(1 for r in rows if r.status != "stopped" or r.id in recorded.by_id)
+    if ended < config.tune.num_samples:
+        log_stderr(f"interrupted after {ended} of {config.tune.num_samples} trials; the "
+                   f"state is saved: python -m edge_tune.tune --resume {out}")
+        return None
+    summary = collect(rows, out, base, threshold_top1, config, space)
+    summary["baseline"].update(test_top1=base_test[0], test_top5=base_test[1])
+    if summary["best"] is not None and (out / "best").is_dir():
+        best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
+        summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
+    summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
+                   seconds=time.time() - started, resumed=resume,
+                   dashboard=f"http://{dashboard}" if dashboard else None)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _row(result: Any, ledger: Ledger) -> TrialRow:
+    """A trial of Tune's result grid as its trials.jsonl row; a stopped trial's reason is the
+    one the ledger recorded when it stopped."""
+    metrics = result.metrics or {}
+    trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+    checkpoint = metrics.get("replayed_checkpoint") or (
+        None if result.checkpoint is None else result.checkpoint.path)
+    if result.error:
+        return trial_row(trial_id, "error", result.config, metrics, _one_line(result.error),
+                         checkpoint=checkpoint)
+    recorded = ledger.by_id.get(trial_id)
+    return trial_row(trial_id, "completed" if metrics.get("phase") == "done" else "stopped",
+                     result.config, metrics,
+                     reason=recorded.reason if recorded else None, checkpoint=checkpoint)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    tail = [line for line in text if line.strip()][-1:] or [type(error).__name__]
+    return tail[0][:500]
+
+
+def collect(rows: list[TrialRow], out: Path, base: Baseline, threshold_top1: float,
+            config: Config, space: SearchSpace) -> dict[str, Any]:
+    """trials.jsonl (rewritten whole, one line per trial), the best trial's artifacts in
+    ``out/best``, and the summary dict."""
+    write(out / TRIALS, rows)
+    done = [r for r in rows if r.status == "completed" and r.result is not None]
+    halted = [r for r in rows if r.status == "stopped"]
+    results = [r.result for r in done if r.result is not None]
+    best = min(done, key=lambda r: r.result.objective if r.result else float("inf")) \
+        if done else None
+    summary: dict[str, Any] = {
+        "baseline": {"val_top1": base.artifact.top1, "val_top5": base.artifact.top5,
+                     "latency_ms": float(np.median([r.probe.baseline_latency_ms
+                                                    for r in results if r.probe]))
+                     if done else None,
+                     "macs": base.artifact.macs, "params": base.artifact.params},
+        "threshold": {"top1": threshold_top1, "min_top1": config.tune.threshold.min_top1,
+                      "max_drop": config.tune.threshold.max_drop},
+        "search_space": {"source": space.source, "bounds": space.bounds},
+        "searcher": config.tune.searcher,
+        "trials_completed": len(done), "trials_stopped": len(halted),
+        "trials_errored": len(rows) - len(done) - len(halted),
+        "seconds_saved_by_stopping": seconds_saved(rows),
+        "trials_replayed": sum(1 for r in done + halted if r.result and r.result.replay),
+        "trials_feasible": sum(1 for r in results if r.feasible), "best": None,
+    }
+    if best is not None and best.result is not None and best.result.probe is not None \
+            and best.result.deployed is not None:
+        m, probe, deployed = best.result, best.result.probe, best.result.deployed
+        summary["best"] = {"id": best.id, "params": best.params, "val_top1": m.val_top1,
+                           "latency_ms": probe.latency_ms,
+                           "latency_p90_ms": probe.latency_p90_ms,
+                           "baseline_latency_ms": probe.baseline_latency_ms,
+                           "speedup": probe.speedup, "objective": m.objective,
+                           "feasible": m.feasible, "macs": deployed.macs, "int8": m.int8}
+        if best.checkpoint:
+            shutil.copytree(best.checkpoint, out / "best")
+            summary["best"]["files"] = sorted(p.name for p in (out / "best").iterdir())
+    return summary
+
+
+def deployed_file(folder: Path) -> Path:
+    """The model a trial deployed, in its saved folder: int8 IR if it has one, else ONNX."""
+    int8 = folder / "model_int8.xml"
+    return int8 if int8.is_file() else folder / "model.onnx"
+
+
+def print_table(summary: dict[str, Any], out: Path) -> None:
+    """Baseline vs best, the counts and where everything is (stdout). Validation top-1
+    chose the best; test top-1 was measured once, for these two rows."""
+    b, best = summary["baseline"], summary["best"]
+    print(f"\n{'':10} {'val top-1 %':>11} {'test top-1 %':>12} {'latency ms':>11} "
+          f"{'MACs':>8} {'speed-up':>9}")
+    print(f"{'baseline':10} {b['val_top1']:11.2f} {b.get('test_top1', float('nan')):12.2f} "
+          f"{b['latency_ms'] or 0:11.3f} {b['macs'] / 1e6:7.1f}M {1:8.2f}x")
+    if best:
+        print(f"{'best':10} {best['val_top1']:11.2f} {best.get('test_top1', float('nan')):12.2f} "
+              f"{best['latency_ms']:11.3f} {best['macs'] / 1e6:7.1f}M {best['speedup']:8.2f}x"
+              f"{'' if best['feasible'] else '  (below threshold)'}")
+        print(f"best params: {format_params(best['params'])}")
+    print(f"threshold validation top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
+          f"{summary['trials_completed']} completed ({summary['trials_feasible']} above the "
+          f"threshold), {summary['trials_stopped']} stopped early (about "
+          f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
+          f"{summary['trials_errored']} errored")
+    print(f"run directory: {out} (summary.json, {TRIALS}, best/)")
+
+
+def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,
+           run_dir: Callable[[], Path], resume: bool) -> tuple[dict[str, Any] | None, Path]:
+    """Ray first (no ncs node, an unreachable address or a request no node fits fail in
+    seconds, before ``run_dir`` creates the output), then the experiment: its summary (None
+    when it was interrupted) and its directory."""
+    wandb_environment(wandb)
+    quiet_tune()
+    context, config = connect(address, config)
+    try:
+        out = run_dir()
+        work_started()  # a resumed run's folder is not new: say it here
+        dashboard = getattr(context, "dashboard_url", "") or ""
+        if dashboard:
+            # Ray 2.60's dashboard asks for a token ("Authentication Token Required")
+            where = "" if address is None else (
+                "on the head node; from your machine: ray dashboard cluster.yaml; ")
+            log_stderr(f"Ray dashboard: http://{dashboard} ({where}its token: ray "
+                       "get-auth-token, or the file ~/.ray/auth_token)")
+        if resume:
+            log_stderr(f"resuming {out}")
+        summary = experiment(config, space, out, dashboard, wandb, resume=resume)
+    finally:
+        shutdown()
+    return summary, out
+
+
+def check_resumable(out: Path) -> None:
+    """A run directory ``--resume`` can continue: an interrupted run's config and Tune state,
+    written by this layout of edge_tune (Tune unpickles its callbacks, stopper and searcher by
+    their module paths), and not finished."""
+    if not (out / "config.yaml").is_file() or not tune.Tuner.can_restore(
+            str((out / EXPERIMENT).resolve())):
+        raise UserError(f"--resume: {str(out)!r} holds no interrupted edge_tune run "
+                        f"(config.yaml and {EXPERIMENT}/ experiment state)")
+    if (out / "summary.json").is_file():
+        raise UserError(f"--resume: {str(out)!r} already finished (summary.json); nothing to "
+                        "resume")
+    for pickled in sorted((out / EXPERIMENT).glob("*.pkl")):
+        for module, name in _globals(pickled.read_bytes()):
+            if module.split(".")[0] == "edge_tune" and not _importable(module, name):
+                raise UserError(
+                    f"--resume: {str(out)!r} was written by another version of edge_tune: its "
+                    f"saved experiment ({pickled.name}) names {module}.{name}, which this "
+                    f"version does not have; it cannot resume (its {TRIALS} keeps the "
+                    "trials that finished)")
+
+
+def _globals(data: bytes) -> Iterator[tuple[str, str]]:
+    """(module, name) of every class or function a pickle refers to, nested pickles too."""
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL" and isinstance(arg, str):
+                module, _, name = arg.partition(" ")
+                yield module, name
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                yield strings[-2], strings[-1]
+            elif isinstance(arg, str):
+                strings.append(arg)
+            elif isinstance(arg, bytes) and arg[:1] == b"\x80":
+                yield from _globals(arg)
+    except (ValueError, IndexError):  # not a pickle after all (or a truncated one)
+        return
+
+
+def _importable(module: str, name: str) -> bool:
+    try:
+        found: Any = import_module(module)
+    except ImportError:
+        return False
+    for part in name.split("."):
+        if not hasattr(found, part):
+            return False
+        found = getattr(found, part)
+    return True

@@ -1,0 +1,92 @@
+"""int8 with NNCF: the latency probe's quick quantisation writes the graph the final one does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+
+from edge_tune.catalog.models import create_model
+from edge_tune.compression.export import export_onnx
+from edge_tune.compression.quantize import quantize
+
+# OpenVINO runs an f32 model in bf16 on CPUs that have it (AVX512-BF16, AMX) unless told: every
+# comparison with torch's numbers pins f32
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def _ops(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    model = ov.Core().read_model(str(path))
+    return [(op.get_type_name(), tuple(op.get_output_partial_shape(0).get_min_shape()))
+            for op in model.get_ordered_ops()]
+
+
+def test_probe_and_final_int8_graphs_match(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    onnx = export_onnx(create_model("simple_cnn", 10), torch.zeros(1, 3, 16, 16),
+                       tmp_path / "m.onnx")
+    images = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    final = quantize(onnx, tmp_path / "final.xml", images)
+    probe = quantize(onnx, tmp_path / "probe.xml", images[:4], bias_correction=False)
+    assert _ops(probe) == _ops(final)
+    assert sum(kind == "FakeQuantize" for kind, _ in _ops(final)) >= 3  # it is int8
+    x = images[:1]
+    core = ov.Core()
+    out = [core.compile_model(str(p), "CPU", F32)(x)[0] for p in (onnx, final, probe)]
+    assert out[1].shape == (1, 10)
+    assert np.abs(out[1] - out[0]).max() < 0.5 * np.abs(out[0]).max()  # close to f32
+    assert not np.array_equal(out[1], out[2])  # calibrated differently: other values
+
+
+def test_batchnorm_is_folded_so_nothing_is_quantised_between_conv_and_it(tmp_path: Path) -> None:
+    model = create_model("resnet20_cifar", 10).eval()
+    onnx = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "r.onnx")
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    int8 = ov.Core().read_model(str(quantize(onnx, tmp_path / "r.xml", images)))
+    kinds = [op.get_type_name() for op in int8.get_ordered_ops()]
+    assert "BatchNormInference" not in kinds and kinds.count("Convolution") == 21
+    after_conv = [op.get_friendly_name() for op in int8.get_ordered_ops()
+                  if op.get_type_name() == "FakeQuantize"
+                  and op.input_value(0).get_node().get_type_name() == "Convolution"]
+    assert after_conv == []  # a conv's output is quantised after BatchNorm and ReLU, not before
+    x = images[:1]
+    f32 = ov.Core().compile_model(str(onnx), "CPU", F32)(x)[0]
+    assert np.abs(f32 - model(torch.as_tensor(x)).detach().numpy()).max() < 1e-4  # folded right
+
+
+def _quantised_inputs(path: Path) -> dict[str, int]:
+    """Per Convolution / MatMul: how many of its inputs come through a FakeQuantize."""
+    model = ov.Core().read_model(str(path))
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "MatMul"):
+            out[op.get_friendly_name()] = sum(
+                op.input_value(i).get_node().get_type_name() == "FakeQuantize"
+                or any(src.get_node().get_type_name() == "FakeQuantize"
+                       for src in op.input_value(i).get_node().inputs()
+                       for src in [src.get_source_output()])
+                for i in range(op.get_input_size()))
+    return out
+
+
+def test_a_recipes_int8_options_leave_layers_in_float(tmp_path: Path) -> None:
+    """Distiller's overrides with null bits (or int8 only where overrides say) reach NNCF's
+    ignored scope by the layers' torch names."""
+    from edge_tune.compression.quantize import Int8Options
+
+    torch.manual_seed(0)
+    onnx = export_onnx(create_model("simple_cnn", 10).eval(), torch.zeros(1, 3, 16, 16),
+                       tmp_path / "m.onnx")
+    images = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    every = _quantised_inputs(quantize(onnx, tmp_path / "all.xml", images))
+    no_fc = _quantised_inputs(quantize(onnx, tmp_path / "no_fc.xml", images,
+                                       options=Int8Options(float_layers=("fc",))))
+    only = _quantised_inputs(quantize(onnx, tmp_path / "only.xml", images, options=Int8Options(
+        float_layers=(), int8_layers=("conv[23]",), asymmetric_activations=True,
+        mean_ranges=True, per_channel=False)))
+    fc = next(name for name in every if "fc" in name)
+    conv1 = next(name for name in every if "conv1" in name)
+    assert every[fc] > 0 and no_fc[fc] == 0 and no_fc[conv1] == every[conv1] > 0
+    assert only[conv1] == 0 and only[fc] == 0 and sum(only.values()) > 0

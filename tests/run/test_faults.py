@@ -1,0 +1,241 @@
+"""Fault handling claimed in docs/tune.md ("Faults and resume"), caused for real.
+
+- A benchmark actor killed mid-measurement restarts and the call in flight is retried once.
+- ``tune.max_failures``: a trial whose worker process is killed is retried and completes.
+- A trial that raises is recorded as ``error`` with its message; the others complete.
+
+Only processes a test started are signalled: the benchmark actor of the Ray this test started
+in-process (``address="local"``), or the Ray workers among the CLI subprocess's descendants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+import torch
+import yaml
+
+from edge_tune.catalog.models import create_model
+from edge_tune.compression.export import export_onnx
+from edge_tune.config import config_from_dict
+from edge_tune.edge.actor import BenchCall, model_files
+from edge_tune.edge.bench import BenchSettings
+from edge_tune.run.cluster import start_actors
+from edge_tune.search.searchers import create_searcher
+from edge_tune.search.space import load_space
+from tests.background import Tune
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (exited, or a zombie its parent has not reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def _busy(run: Tune, title: str, timeout: float = 120) -> list[psutil.Process]:
+    """``title`` workers that are computing (CPU time grows), i.e. a trial is training in them,
+    not waiting between trials or on the benchmark actor."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        workers = run.workers(title)
+        before = {w.pid: _cpu(w) for w in workers}
+        time.sleep(0.5)
+        busy = [w for w in workers if _cpu(w) - before[w.pid] > 0.2]
+        if busy:
+            return busy
+        assert run.proc.poll() is None, run.tail()
+    raise AssertionError(f"no busy {title} worker within {timeout:g} s:\n{run.tail()}")
+
+
+def _tune_config(tmp_path: Path, small_config: dict, **overrides: object) -> str:
+    # early_stop off: these tests count trials that complete or fail
+    tune = {"search_space": "default", "random_steps": 2, "max_concurrent": 1,
+            "early_stop": False}
+    config = {**small_config, **overrides}
+    config["tune"] = {**tune, **config.get("tune", {})}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow  # ~20 s alone, ~35 s on 2 busy cores
+def test_benchmark_in_flight_when_the_actor_dies_is_retried(tmp_path: Path) -> None:
+    example = torch.zeros(1, 3, 32, 32)
+    baseline = export_onnx(create_model("resnet20_cifar", 10), example, tmp_path / "r.onnx")
+    small = export_onnx(create_model("simple_cnn", 10), example, tmp_path / "s.onnx")
+    # one interleaved session of a few seconds (ResNet-20 ~0.6 ms a run here), so the kill
+    # lands inside it and the retry is not over before we look
+    settings = BenchSettings(warmup=5, iterations=4500, rounds=3, fps_seconds=0,
+                             max_sessions=1)
+    ray.init(address="local", num_cpus=2, resources={"ncs": 1}, include_dashboard=False,
+             namespace="edge_tune_test_faults", log_to_driver=False)
+    try:
+        # held for the whole test: every call brings the baseline (the restarted actor reads
+        # it from here)
+        pinned: list = []
+        [actor] = start_actors(baseline, settings, pinned)
+        killed = ray.get(actor.info.remote())["pid"]
+        assert ray.get(actor.load.remote()) == (0, 0)
+        ref = actor.benchmark.remote(model_files(small), per_layer=False, baseline=pinned)
+        deadline = time.time() + 60
+        while (load := ray.get(actor.load.remote())) != (1, 1):
+            assert load == (0, 0), f"the call ended before it could be killed: {load}"
+            assert time.time() < deadline, "the benchmark call never started"
+            time.sleep(0.02)
+        time.sleep(0.5)  # past writing the files and compiling: measuring now
+        assert ray.get(actor.load.remote()) == (1, 1), "the call ended before the kill"
+        killed_at = time.time()
+        os.kill(killed, signal.SIGKILL)  # the device's process dies mid-measurement
+        result = ray.get(ref, timeout=180)
+        assert isinstance(result, BenchCall)
+        assert _gone(killed)
+        assert result.pid != killed and not _gone(result.pid)
+        assert result.started > killed_at  # measured again, by the restarted process
+        assert result.call == 1  # the new process's first call: its counters started afresh
+        assert result.models["model"].latency_ms < result.baseline.latency_ms
+        info = ray.get(actor.info.remote())  # the same handle reaches the restarted actor
+        assert info["pid"] == result.pid and info["calls"] == 1
+        assert len(pinned) == 1
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_max_failures_retries_a_trial_whose_worker_was_killed(tmp_path: Path,
+                                                              small_config: dict) -> None:
+    out = tmp_path / "run"
+    config = _tune_config(tmp_path, small_config, tune={"max_failures": 1})
+    run = Tune("--config", config, "--num-samples", "2", "--seed", "3", "--no-wandb",
+               "--output", str(out))
+    try:
+        first = run.wait_for("trial 1/2").split(" ")[3].rstrip(":")
+        # trial 2 is training now (one trial at a time): its worker burns CPU
+        workers = _busy(run, "ray::ImplicitFunc")
+        killed = {w.pid for w in workers}
+        for worker in workers:
+            worker.kill()  # SIGKILL: the trial's process dies mid-trial
+        assert run.finish() == 0, run.tail()
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    assert all(_gone(pid) for pid in killed)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_completed"] == 2 and summary["trials_errored"] == 0
+    rows = _rows(out)
+    assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
+    assert {r["status"] for r in rows} == {"completed"}
+    second = next(r["id"] for r in rows if r["id"] != first)
+    # Tune's own record of the failure: the second trial failed once, then ran again in a
+    # new process; the first never failed
+    failures = {d.name: (d / "error.txt").read_text() for d in (out / "ray").iterdir()
+                if (d / "error.txt").is_file()}
+    assert len(failures) == 1, failures
+    [(folder, text)] = failures.items()
+    assert second in folder and "Failure # 1" in text and "Failure # 2" not in text
+    results = [json.loads(line) for line in
+               (out / "ray" / folder / "result.json").read_text().splitlines()]
+    assert results[-1]["trial_id"] == second and results[-1]["pid"] not in killed
+    assert not any("failed (its error is in" in line for line in run.lines)
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_recorded_and_the_others_complete(tmp_path: Path,
+                                                                small_config: dict) -> None:
+    # A real fault: fine-tuning at the largest learning rate and weight decay the config
+    # allows diverges, and the recipe runner raises ("recipe training diverged"). Only a trial
+    # that fine-tunes does: one that prunes nothing does not train at all. The space's points
+    # (tried first, in order) fix which trial is which: the failing one first, so the other
+    # runs after the error, while the searcher is still in its random warm-up (random_steps
+    # 2): an error there used to stall Ray's BayesOptSearch for good.
+    space = tmp_path / "space.yaml"
+    points = [{"filter_ratio": 0.5, "finetune_epochs": 1.0},  # trains, diverges, raises
+              {"filter_ratio": 0.0, "finetune_epochs": 1.0}]
+    space.write_text(yaml.safe_dump({
+        "parameters": {"filter_ratio": [0.0, 0.5], "finetune_epochs": [0.0, 1.0]},
+        "points_to_evaluate": points}))
+    config = _tune_config(tmp_path, small_config,
+                          finetune={"epochs": 1, "lr": 10.0, "weight_decay": 1.0},
+                          tune={"search_space": str(space), "random_steps": 2,
+                                "early_stop": False})
+    out = tmp_path / "run"
+    run = Tune("--config", config, "--num-samples", "2", "--no-wandb", "--output", str(out))
+    try:
+        assert run.finish(timeout=300) == 0, run.tail()
+    finally:
+        if run.proc.poll() is None:
+            run.kill()  # a stalled run: its Ray processes too, not only the driver
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_completed"] == 1 and summary["trials_errored"] == 1
+    rows = _rows(out)
+    assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
+    [failed] = [r for r in rows if r["status"] == "error"]
+    assert failed["params"] == points[0]
+    assert "recipe training diverged" in failed["error"], failed["error"]
+    # it measured its latency first, then diverged while fine-tuning: no final result
+    assert failed["metrics"]["phase"] == "latency" and "val_top1" not in failed["metrics"]
+    [done] = [r for r in rows if r["status"] == "completed"]
+    assert done["params"] == points[1]
+    assert done["error"] is None and "objective" in done["metrics"]
+    # it prunes nothing, so it deploys the baseline itself: the same top-1
+    assert done["metrics"]["val_top1"] == pytest.approx(summary["baseline"]["val_top1"])
+    assert summary["best"]["id"] == done["id"]
+    assert any(f"trial {failed['id']} failed (its error is in trials.jsonl)" in line
+               for line in run.lines)
+
+
+@pytest.mark.parametrize("searcher", ["bayesopt", "bayesopt_penalty"])
+def test_an_error_among_the_random_steps_does_not_stall_the_search(searcher: str) -> None:
+    """Ray's BayesOptSearch never suggests again once a trial errors among its first
+    tune.random_steps trials; edge_tune's subclass frees the slot (and its own searcher
+    learns nothing from an error)."""
+    tune = config_from_dict({"tune": {"random_steps": 2, "num_samples": 4,
+                                      "searcher": searcher}}).tune
+    space = load_space("default")
+    searcher = create_searcher(tune, space)
+    # what Tune does with the Tuner's param_space, and with each finished or errored trial
+    assert searcher.set_search_properties("objective", "min", space.tune_space())
+    assert searcher.suggest("t1") is not None
+    searcher.on_trial_complete("t1", {"objective": 1.0, "latency_ratio": 1.0,
+                                      "val_top1": 90.0, "threshold_top1": 89.0})
+    assert searcher.suggest("t2") is not None
+    searcher.on_trial_complete("t2", None, error=True)
+    assert searcher.suggest("t3") is not None
+
+
+def test_the_random_searcher_suggests_inside_the_space_after_its_points() -> None:
+    tune = config_from_dict({"tune": {"searcher": "random", "seed": 3}}).tune
+    space = load_space("default")
+    searcher = create_searcher(tune, space)
+    assert searcher.set_search_properties("objective", "min", space.tune_space())
+    first = searcher.suggest("t1")
+    assert first == space.points[0]  # the space's hand-made starting point first
+    searcher.on_trial_complete("t1", {"objective": 1.0})
+    for i in range(2, 12):
+        later = searcher.suggest(f"t{i}")
+        assert later is not None and later != first
+        for name, (low, high) in space.bounds.items():
+            assert low <= later[name] <= high
+        assert later["int8"] in (0.0, 1.0)  # a choice, never 0.6
+        assert later["finetune_epochs"] == round(later["finetune_epochs"])
+        searcher.on_trial_complete(f"t{i}", {"objective": 1.0})

@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from edge_tune.core.errors import UserError
+from edge_tune.search.space import SPACES_DIR, load_space, space_from_dict
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+def test_packaged_spaces_load(name: str) -> None:
+    space = load_space(name)
+    assert space.bounds and all(low < high for low, high in space.bounds.values())
+    assert set(space.tune_space()) == set(space.bounds)
+
+
+def test_default_space_exists() -> None:
+    assert "int8" in load_space("default").bounds
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"filter_ratoi": [0, 0.5]}, "search_space.parameters: unknown 'filter_ratoi' (did you mean"),
+    ({"filter_ratio": [0.6, 0.2]}, "search_space.parameters.filter_ratio: bounds inverted"),
+    ({"filter_ratio": [0.0, 1.0]}, "search_space.parameters.filter_ratio: bound 1.0 outside"),
+    ({"int8": [0, 1, 2]}, "search_space.parameters.int8: expected [low, high]"),
+    ({}, "search_space.parameters: empty"),
+])
+def test_bad_spaces_are_named(parameters: dict, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        space_from_dict({"parameters": parameters}, "test")
+    assert message in str(err.value)
+
+
+def test_space_by_path_and_missing(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("parameters:\n  fine_sparsity: [0.1, 0.9]\n")
+    assert load_space(str(path)).bounds == {"fine_sparsity": (0.1, 0.9)}
+    with pytest.raises(UserError, match="no such file or space 'nope'; packaged spaces: "):
+        load_space("nope")
