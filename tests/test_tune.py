@@ -158,6 +158,21 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert "Spearman" in text and f"{len(completed)} completed trials" in text
 
 
+# the CUDA test's tune section: checked on every machine (test_the_cuda_config_is_valid_here),
+# so a change to the default space or the config cannot leave it broken where no GPU runs it
+CUDA_TUNE = {"trial_gpus": 1, "early_stop": False, "random_steps": 1,
+             "points_to_evaluate": [{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 3.0}]}
+
+
+def test_the_cuda_config_is_valid_here(tmp_path: Path, small_config: dict) -> None:
+    from edge_tune.config import load_config
+    from edge_tune.run.tuner import validate
+    from edge_tune.search.space import load_space
+
+    config = load_config(_config(tmp_path, small_config, **CUDA_TUNE))
+    validate(config, load_space(config.tune.search_space))  # raises a UserError if not
+
+
 @pytest.mark.slow
 def test_a_trial_on_cuda(tmp_path: Path, small_config: dict) -> None:
     """The GPU path: with ``trial_gpus: 1`` the trial compresses and fine-tunes on CUDA
@@ -167,10 +182,8 @@ def test_a_trial_on_cuda(tmp_path: Path, small_config: dict) -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here (torch.cuda.is_available() is False)")
     out = tmp_path / "run"
-    result = run_module("edge_tune.tune", "--config", _config(
-        tmp_path, small_config, trial_gpus=1, early_stop=False, random_steps=1,
-        points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 1.0}]),
-        "--num-samples", "1", "--no-wandb", "--output", str(out), timeout=900)
+    result = run_module("edge_tune.tune", "--config", _config(tmp_path, small_config, **CUDA_TUNE),
+                        "--num-samples", "1", "--no-wandb", "--output", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     row = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
     assert row["status"] == "completed", row

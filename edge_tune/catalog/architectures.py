@@ -1,7 +1,7 @@
 """The built-in networks, with Intel Distiller's module names so its recipes apply as written.
 
 Written from the papers and from the layer listings in Distiller's recipe headers (parameter
-shapes there are matched exactly, ``tests/test_models.py``); registered by name in
+shapes there are matched exactly, ``tests/catalog/test_models.py``); registered by name in
 :data:`edge_tune.catalog.models.MODELS`. Where edge_tune differs from Distiller's code it says so:
 global pooling is adaptive (Distiller's fixed ``AvgPool2d(8)`` / ``AvgPool2d(7)`` equal it at
 32x32 CIFAR / 224x224 ImageNet inputs and fail at other sizes), the class count comes from

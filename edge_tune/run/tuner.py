@@ -266,19 +266,36 @@ def check_resumable(out: Path) -> None:
 
 
 def _globals(data: bytes) -> Iterator[tuple[str, str]]:
-    """(module, name) of every class or function a pickle refers to, nested pickles too."""
-    strings: list[str] = []
+    """(module, name) of every class or function a pickle refers to, nested pickles too: the
+    strings pushed (or fetched from the memo) just before each STACK_GLOBAL."""
+    recent: list[object] = []  # the last values pushed: strings, None for anything else
+    memo: dict[int, object] = {}
     try:
         for opcode, arg, _ in pickletools.genops(data):
-            if opcode.name == "GLOBAL" and isinstance(arg, str):
+            kind = opcode.name
+            if kind == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = recent[-1] if recent else None  # type: ignore[arg-type]
+            elif kind in ("GET", "BINGET", "LONG_BINGET"):
+                recent.append(memo.get(int(arg)))  # type: ignore[arg-type]
+            elif kind == "GLOBAL" and isinstance(arg, str):
                 module, _, name = arg.partition(" ")
                 yield module, name
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                yield strings[-2], strings[-1]
-            elif isinstance(arg, str):
-                strings.append(arg)
-            elif isinstance(arg, bytes) and arg[:1] == b"\x80":
-                yield from _globals(arg)
+                recent.append(None)
+            elif kind == "STACK_GLOBAL":
+                if len(recent) >= 2 and isinstance(recent[-2], str) \
+                        and isinstance(recent[-1], str):
+                    yield recent[-2], recent[-1]
+                recent.append(None)
+            elif isinstance(arg, str) and "UNICODE" in kind:
+                recent.append(arg)
+            else:
+                if isinstance(arg, bytes) and arg[:1] == b"\x80":
+                    yield from _globals(arg)
+                if opcode.stack_after:
+                    recent.append(None)
+            del recent[:-8]
     except (ValueError, IndexError):  # not a pickle after all (or a truncated one)
         return
 
