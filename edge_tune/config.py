@@ -41,6 +41,20 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """How a trial that distils (parameter ``distill``: on) learns from a teacher while it
+    fine-tunes, with Distiller's knobs (its flags ``--kd-temp``, ``--kd-dw``, ``--kd-sw``,
+    ``--kd-teacher``; the defaults are its examples'): loss = student_weight x cross-entropy
+    + distill_weight x KL divergence of the softened outputs at ``temperature``."""
+
+    temperature: float = 5.0  # kd_temp
+    distill_weight: float = 0.7  # kd_dw, in [0, 1]
+    student_weight: float = 0.3  # kd_sw, in [0, 1]
+    teacher: str | None = None  # a model name (as ``model``); None: the baseline itself
+    teacher_checkpoint: str | None = None  # its weights (required with ``teacher``)
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Training after compression (fine-tuning) and the BatchNorm re-estimation before it."""
 
@@ -50,6 +64,18 @@ class FinetuneConfig:
     lr: float = 0.03
     weight_decay: float = 5e-4
     bn_recalibration_images: int = 1024  # train-mode forward passes after structural pruning
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How filter pruning chooses the channels a layer keeps."""
+
+    # kept channel counts rounded to a multiple the device runs well: 1 = as the ratio gives
+    # them; N = the nearest multiple of N (a layer narrower than N is left whole, and said);
+    # "auto" = the multiple measured on the device before the first trial (two 3x3 convs at
+    # every width up to 64; see docs/measurement.md), recorded in the results
+    channel_multiple: int | str = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchSettings = field(default_factory=BenchSettings)
     tune: TuneConfig = field(default_factory=TuneConfig)
@@ -132,13 +159,23 @@ _FLOATS: dict[str, tuple[float, float, bool]] = {
     "tune.trial_memory_gb": (0.0, 65536.0, False),
     "tune.threshold.min_top1": (0.0, 100.0, False),  # or null: max_drop applies
     "tune.threshold.max_drop": (0.0, 100.0, False),
+    "finetune.distill.temperature": (0.01, 100.0, False),
+    "finetune.distill.distill_weight": (0.0, 1.0, False),
+    "finetune.distill.student_weight": (0.0, 1.0, False),
 }
 _RULES: dict[str, Any] = {
     **{k: (lambda p, v, low=low: _check_int(p, v, low)) for k, low in _INTS.items()},
     **{k: (lambda p, v, r=r: None if v is None and p.endswith("min_top1")
            else _check_float(p, v, *r)) for k, r in _FLOATS.items()},
     "tune.points_to_evaluate": lambda p, v: _check_points(p, v),
+    "prune.channel_multiple": lambda p, v: _check_multiple(p, v),
 }
+
+
+def _check_multiple(path: str, value: Any) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise UserError(f"{path}: expected auto or an integer >= 1 (1: no rounding), got {value!r}")
 
 
 def _check_points(path: str, value: Any) -> list[dict[str, float]]:
@@ -206,20 +243,38 @@ def _absolute(config: Config) -> Config:
     def resolve(path: str | None) -> str | None:
         return None if path is None else str(Path(path).expanduser().resolve())
 
-    model = config.model
-    where, _, attr = model.rpartition(":")
-    if where.endswith(".py"):
-        model = f"{resolve(where)}:{attr}"
+    def model_path(model: str) -> str:
+        where, _, attr = model.rpartition(":")
+        return f"{resolve(where)}:{attr}" if where.endswith(".py") else model
+
+    distill = config.finetune.distill
+    distill = dataclasses.replace(
+        distill, teacher=None if distill.teacher is None else model_path(distill.teacher),
+        teacher_checkpoint=resolve(distill.teacher_checkpoint))
     return dataclasses.replace(
-        config, model=model, data=dataclasses.replace(config.data, root=resolve(config.data.root)),
+        config, model=model_path(config.model),
+        data=dataclasses.replace(config.data, root=resolve(config.data.root)),
         baseline=dataclasses.replace(config.baseline,
-                                     checkpoint=resolve(config.baseline.checkpoint)))
+                                     checkpoint=resolve(config.baseline.checkpoint)),
+        finetune=dataclasses.replace(config.finetune, distill=distill))
 
 
 def _check_names(config: Config) -> None:
     model_spec(config.model)  # a built-in, a torchvision model or the user's code
     if config.data.name not in DATASETS:
         raise unknown("data.name", config.data.name, DATASETS)
+    distill = config.finetune.distill
+    if (distill.teacher is None) != (distill.teacher_checkpoint is None):
+        raise UserError("finetune.distill.teacher: a teacher other than the baseline needs "
+                        "both teacher (a model name) and teacher_checkpoint (its weights); got "
+                        f"teacher {distill.teacher!r}, teacher_checkpoint "
+                        f"{distill.teacher_checkpoint!r}")
+    if distill.teacher is not None:
+        try:
+            model_spec(distill.teacher)
+        except UserError as err:  # its message names the key ``model``
+            raise UserError("finetune.distill.teacher" + str(err).removeprefix("model")) \
+                from None
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -193,6 +193,19 @@ def test_bad_recipes_fail_before_training(tmp_path: Path, recipe: dict, message:
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--kd-dw", "1.5"], "--kd-dw: expected 0 <= x <= 1, got 1.5"),
+    (["--kd-teacher", "resnet56_cifar"], "--kd-teacher: 'resnet56_cifar' with --kd-resume None"),
+])
+def test_bad_distillation_flags_fail_before_training(tmp_path: Path, flags: list[str],
+                                                     message: str) -> None:
+    recipe = RECIPES / "agp-pruning/resnet20_filters.schedule_agp.yaml"
+    result = run_module("edge_tune.compress", "--recipe", str(recipe), *flags,
+                        "--output", str(tmp_path / "out"), timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_group_lasso_thresholds_channels_then_channel_remover_removes_them() -> None:
     recipe = recipe_from_dict({
         "regularizers": {"ssl": {"class": "GroupLassoRegularizer", "threshold_criteria":

@@ -34,6 +34,14 @@ def _write(tmp_path: Path, config: dict) -> str:
      "params.filter_ratio_layer1: the model has no stage 'layer1'; stages: features.0, "),
     ({"data": {"name": "fashion_mnist", "root": "/tmp"}}, "{}",
      "data.root: '/tmp' lacks all four of train-images-idx3-ubyte.gz"),
+    ({"prune": {"channel_multiple": 0}}, "{}",
+     "prune.channel_multiple: expected auto or an integer >= 1 (1: no rounding), got 0"),
+    ({"model": "simple_cnn", "prune": {"channel_multiple": 128}}, "{}",
+     "prune.channel_multiple: 128 is wider than every conv filter pruning may cut in "
+     "simple_cnn (the widest has 64 filters)"),
+    ({"finetune": {"distill": {"distill_weight": 2}}}, '{"distill": 1}',
+     "finetune.distill.distill_weight: expected 0 <= x <= 1, got 2"),
+    ({}, '{"distill": 0.5, "int8": 2}', "params.int8: expected a value in [0, 1], got 2"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, config: dict, params: str,
                                       message: str) -> None:
@@ -58,7 +66,7 @@ def test_unknown_flag_and_existing_output_are_refused(tmp_path: Path) -> None:
 
 def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
     out = tmp_path / "run"
-    params = {"filter_ratio": 0.5, "fine_sparsity": 0.5, "int8": 1}
+    params = {"filter_ratio": 0.5, "fine_sparsity": 0.5, "int8": 1, "distill": 1}
     result = run_module("edge_tune.trial", "--config", _write(tmp_path, small_config),
                         "--params", json.dumps(params), "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,7 +86,8 @@ def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
     recipe = yaml.safe_load((out / "schedule.yaml").read_text())
     assert set(recipe["pruners"]) == {"filter_pruner_0", "fine_pruner"}
     assert json.loads((out / "result.json").read_text())["top1"] == r["top1"]
-    assert "[edge_tune] fine-tuning 1 epochs" in result.stderr  # progress on stderr
+    assert "[edge_tune] fine-tuning 1 epochs distilling" in result.stderr  # progress: stderr
+    assert r["distill"]["temperature"] == 5.0 and r["distill"]["teacher"] is None
     # the recipe a person reads is the one that ran: rerunning it compresses the same way
     header = (out / "schedule.yaml").read_text().splitlines()[1]
     flags = header.removeprefix("# python -m edge_tune.compress ").split()
@@ -90,6 +99,7 @@ def test_fast_trial_end_to_end(tmp_path: Path, small_config: dict) -> None:
     shapes = {row["layer"]: row["openvino_shape"] for row in r["verification"]}
     assert {row["layer"]: row["openvino_shape"] for row in again["verification"]} == shapes
     assert again["int8"] and again["thinned"] == r["thinned"]
+    assert "--kd-teacher" in flags and again["distill"] == r["distill"]  # distilled again
 
 
 @pytest.mark.slow

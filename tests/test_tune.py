@@ -67,8 +67,10 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     out = tmp_path / "run"
     env_key = os.environ.pop("WANDB_API_KEY", None)
     try:
+        # the channel multiple measured on the device (the benchmark actor) before the trials
         result = run_module("edge_tune.tune", "--config", _config(
-            tmp_path, small_config, max_concurrent=2, random_steps=2,
+            tmp_path, {**small_config, "prune": {"channel_multiple": "auto"}},
+            max_concurrent=2, random_steps=2,
             points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0}]),
             "--num-samples", "3", "--seed", "1", "--output", str(out), timeout=900)
     finally:
@@ -77,6 +79,10 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    multiple = summary["channel_multiple"]
+    assert multiple["asked"] == "auto" and multiple["used"] in (1, 2, 4, 8, 16, 32)
+    assert set(multiple["jumps"]) == {"2", "4", "8", "16", "32"}
+    assert f"channel multiple: {multiple['used']}, measured on CPU" in result.stderr
     # latency first, then an epoch-by-epoch curve: a trial may be stopped early (with its
     # reason), never lost
     assert summary["trials_completed"] + summary["trials_stopped"] == 3
@@ -117,7 +123,8 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     spans = sorted((r["metrics"]["bench_start"], r["metrics"]["bench_end"]) for r in rows)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start
-    assert sorted(r["metrics"]["bench_call"] for r in rows) == [1, 2, 3]
+    # call 1 measured the channel multiple, then one call per trial
+    assert sorted(r["metrics"]["bench_call"] for r in rows) == [2, 3, 4]
     # the actor's info was read before the trials ran; later the same actor served all three
     assert summary["bench_actor"]["calls"] == 0
     assert {r["metrics"]["bench_pid"] for r in rows} == {summary["bench_actor"]["pid"]}
@@ -140,6 +147,20 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
                for run in runs) >= 1
     assert "best" in result.stdout and "baseline" in result.stdout
     assert "test top-1 %" in result.stdout
+    # the Pareto front: completed trials none beats on speed-up and validation top-1, each
+    # with its parameters and files, in pareto.json and under the closing table
+    front = json.loads((out / "pareto.json").read_text())
+    assert front and front == summary["pareto"]
+    assert {e["id"] for e in front} <= {r["id"] for r in completed}
+    assert best["id"] in {e["id"] for e in front} or not best["feasible"]
+    assert [e["speedup"] for e in front] == sorted((e["speedup"] for e in front), reverse=True)
+    assert [e["val_top1"] for e in front] == sorted(e["val_top1"] for e in front)
+    for entry in front:
+        assert (out / entry["files"] / "schedule.yaml").is_file()
+        others = [r["metrics"] for r in completed if r["id"] != entry["id"]]
+        assert not any(m["speedup"] > entry["speedup"] and m["val_top1"] >= entry["val_top1"]
+                       for m in others)  # nothing beats it on both
+    assert f"Pareto front (speed-up vs validation top-1, {len(front)} trials" in result.stdout
     # a quiet console: one line per trial, int8 as on/off, nothing from Tune's reporter and
     # no error-level line from Ray's core worker
     lines = [line for line in result.stderr.splitlines() if line.startswith("[edge_tune] trial")]

@@ -68,12 +68,12 @@ _ALLOWED: list[Any] = [
 ]
 
 
-def _read(file: Path) -> Any:
+def _read(file: Path, key: str) -> Any:
     try:
         with torch.serialization.safe_globals(_ALLOWED):
             return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise UserError(f"baseline.checkpoint: {str(file)!r} is not a readable torch "
+        raise UserError(f"{key}: {str(file)!r} is not a readable torch "
                         f"state_dict ({first_line(err)[:160]})") from None
 
 
@@ -105,23 +105,23 @@ def _fit_thinned(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                                else torch.empty_like(full))
 
 
-def load_checkpoint(path: str | Path, model: nn.Module) -> None:
+def load_checkpoint(path: str | Path, model: nn.Module, key: str = "baseline.checkpoint") -> None:
     """Load a state_dict, or a checkpoint as Distiller saved it (``state_dict`` with
     ``module.`` prefixes, ``arch``, ``epoch``, ``optimizer_type``, ``thinning_recipes``...).
 
     Read with ``weights_only=True`` and an explicit allow-list (optimizer classes, thinning
     recipes); a thinned model's smaller layers are given their checkpoint shapes. A file that
     is not such a checkpoint, or that does not fit the model, is a UserError naming
-    ``baseline.checkpoint`` and the first missing or unexpected keys.
+    ``key`` (the config key that gave the file) and the first missing or unexpected keys.
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"baseline.checkpoint: no such file {str(file)!r}")
-    raw = _read(file)
+        raise UserError(f"{key}: no such file {str(file)!r}")
+    raw = _read(file, key)
     state: Any = raw.get("state_dict") if isinstance(raw, dict) and "state_dict" in raw else raw
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
-        raise UserError(f"baseline.checkpoint: {str(file)!r} holds a {type(state).__name__} "
+        raise UserError(f"{key}: {str(file)!r} holds a {type(state).__name__} "
                         "that is not a state_dict of tensors")
     state = {weight_name(k): v for k, v in state.items()}
     if isinstance(raw, dict) and raw.get("thinning_recipes"):
@@ -137,16 +137,22 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> None:
             f"other shape: {', '.join(wrong[:3])}" if wrong else "") if part)
         arch = f" (saved for arch {raw['arch']!r})" if isinstance(raw, dict) and "arch" in raw \
             else ""
-        raise UserError(f"baseline.checkpoint: {str(file)!r}{arch} does not fit model "
+        raise UserError(f"{key}: {str(file)!r}{arch} does not fit model "
                         f"{type(model).__name__}: {detail}")
     model.load_state_dict(state)
 
 
 def check_baseline(config: Config) -> None:
-    """Fail early on a checkpoint that is missing, unreadable or of another model."""
+    """Fail early on a checkpoint (the baseline's, a distillation teacher's) that is missing,
+    unreadable or of another model."""
     if config.baseline.checkpoint is not None:
         load_checkpoint(config.baseline.checkpoint,
                         create_model(config.model, num_classes(config.data)))
+    distill = config.finetune.distill
+    if distill.teacher is not None and distill.teacher_checkpoint is not None:
+        load_checkpoint(distill.teacher_checkpoint,
+                        create_model(distill.teacher, num_classes(config.data)),
+                        "finetune.distill.teacher_checkpoint")
 
 
 def _save_atomic(state: dict[str, torch.Tensor], meta: dict[str, Any], folder: Path) -> None:

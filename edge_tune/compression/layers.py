@@ -1,9 +1,12 @@
 """Which layers compression acts on: the convs filter pruning may cut, the stage each belongs
-to, each conv's filter ratio and the convs fine-grained pruning zeroes."""
+to, each conv's filter ratio (kept counts aligned to a channel multiple the device runs well,
+when asked) and the convs fine-grained pruning zeroes."""
 
 from __future__ import annotations
 
 from torch import nn
+
+from edge_tune.core.errors import UserError
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -42,3 +45,41 @@ def fine_layers(model: nn.Module) -> list[str]:
     return conv_layers(model)[1:]
 
 
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """Filters of each conv filter pruning may cut."""
+    modules = dict(model.named_modules())
+    return {name: int(modules[name].out_channels) for name in conv_layers(model)}
+
+
+def aligned_ratios(ratios: dict[str, float], width: dict[str, int],
+                   multiple: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Each conv's filter ratio moved so that the filters it keeps are the nearest multiple
+    of ``multiple`` (at least one multiple, at most its width); a conv asked to lose filters
+    that is narrower than ``multiple`` is left whole: the ratios, and those convs with why."""
+    if multiple <= 1:
+        return dict(ratios), {}
+    out, whole = {}, {}
+    for name, ratio in ratios.items():
+        filters = width[name]
+        removed = round(ratio * filters)
+        if removed <= 0:
+            out[name] = ratio
+            continue
+        if filters < multiple:
+            out[name] = 0.0
+            whole[name] = (f"{filters} filters: narrower than the channel multiple {multiple} "
+                           "(prune.channel_multiple), left whole")
+            continue
+        kept = min(filters, max(multiple, multiple * round((filters - removed) / multiple)))
+        out[name] = (filters - kept) / filters
+    return out, whole
+
+
+def check_multiple(model: nn.Module, multiple: int | str, name: str) -> None:
+    """A channel multiple some prunable conv of ``model`` (``name``) is at least as wide as."""
+    widest = max(widths(model).values(), default=0)
+    if isinstance(multiple, int) and multiple > widest:
+        raise UserError(f"prune.channel_multiple: {multiple} is wider than every conv filter "
+                        f"pruning may cut in {name} (the widest has {widest} filters)")

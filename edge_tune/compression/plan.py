@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from torch import nn
 from edge_tune.catalog.models import model_stages
 from edge_tune.catalog.splits import Splits
 from edge_tune.compression.deployment import Artifact, Images, deploy
-from edge_tune.compression.layers import filter_ratios, fine_layers
+from edge_tune.compression.distill import Teacher
+from edge_tune.compression.layers import aligned_ratios, filter_ratios, fine_layers, widths
 from edge_tune.compression.recipe import Recipe, recipe_from_dict
 from edge_tune.compression.runner import EpochHook, RecipeRun, fit_recipe
 from edge_tune.config import Config
@@ -40,6 +41,7 @@ class CompressionPlan:
     ratios: dict[str, float]  # conv -> fraction of its filters removed
     recipe: dict[str, Any]  # Distiller-style, ``module.``-prefixed weight names
     loaded: Recipe  # the same, validated: what the runner runs
+    left_whole: dict[str, str] = field(default_factory=dict)  # conv -> why (channel multiple)
 
     @property
     def finetunes(self) -> bool:
@@ -49,42 +51,55 @@ class CompressionPlan:
     def write(self, path: Path) -> Path:
         """The recipe as a YAML file a person can read and rerun."""
         epochs = self.schedule.finetune_epochs
+        kd = " --kd-teacher baseline" if self.schedule.distill else ""
         header = (f"# edge_tune trial {json.dumps(self.schedule.params)}: pruning and thinning "
-                  f"at epoch 0, then {epochs} fine-tuning epochs. Rerun:\n# python -m "
+                  f"at epoch 0, then {epochs} fine-tuning epochs"
+                  f"{' distilled from the baseline' if kd else ''}. Rerun:\n# python -m "
                   f"edge_tune.compress --recipe {path.name} --config config.yaml "
-                  f"--recipe-epochs {max(1, epochs)} --epochs {epochs}\n")
+                  f"--recipe-epochs {max(1, epochs)} --epochs {epochs}{kd}\n")
         path.write_text(header + yaml.safe_dump(self.recipe, sort_keys=False))
         return path
 
 
 def plan_compression(schedule: Schedule, model: nn.Module, config: Config) -> CompressionPlan:
-    """``schedule`` worked out for ``model`` (the configured model's stages)."""
-    ratios = filter_ratios(model, model_stages(config.model), schedule.filter_ratios)
+    """``schedule`` worked out for ``model`` (the configured model's stages), the filters each
+    conv keeps rounded to ``prune.channel_multiple`` (an integer by now: ``auto`` is measured
+    and replaced before trials plan)."""
+    multiple = config.prune.channel_multiple
+    if not isinstance(multiple, int):
+        raise ValueError(f"prune.channel_multiple {multiple!r} was not resolved to a number")
+    ratios, whole = aligned_ratios(
+        filter_ratios(model, model_stages(config.model), schedule.filter_ratios),
+        widths(model), multiple)
     recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
-    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe))
+    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole)
 
 
 def compress(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config,
              log: Log = log_stderr, after_epoch: EpochHook | None = None,
-             finetune: bool = True) -> RecipeRun:
+             finetune: bool = True, teacher: Teacher | None = None) -> RecipeRun:
     """Run the plan's recipe on ``model`` in place; ``finetune=False``: the epoch-0 actions
-    only (filters removed, BatchNorm re-estimated), as the latency probe needs."""
+    only (filters removed, BatchNorm re-estimated), as the latency probe needs; a
+    ``teacher``: fine-tuning distils from it when the schedule asks to."""
     epochs = plan.schedule.finetune_epochs if plan.finetunes and finetune else 0
     if epochs:
-        log(f"fine-tuning {epochs} epochs")
-    return fit_recipe(model, plan.loaded, splits, config, epochs, log, after_epoch=after_epoch)
+        log(f"fine-tuning {epochs} epochs" + (" distilling" if plan.schedule.distill else ""))
+    return fit_recipe(model, plan.loaded, splits, config, epochs, log, after_epoch=after_epoch,
+                      teacher=teacher if plan.schedule.distill else None)
 
 
 def build(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config, out: Path,
           baseline_shapes: dict[str, tuple[int, ...]], test: Images, name: str = "model",
-          log: Log = log_stderr, after_epoch: EpochHook | None = None) -> Artifact:
+          log: Log = log_stderr, after_epoch: EpochHook | None = None,
+          teacher: Teacher | None = None) -> Artifact:
     """Compress (in place), export, quantise and verify ``model``; accuracy as deployed."""
     start = time.perf_counter()
-    run = compress(model, plan, splits, config, log, after_epoch)
+    run = compress(model, plan, splits, config, log, after_epoch, teacher=teacher)
     artifact = deploy(model, plan.schedule.int8, splits, config, out, baseline_shapes, test,
                       name, {"compress_s": time.perf_counter() - start})
     artifact.thinned = run.thinned
-    artifact.skipped = skipped_layers(model, baseline_shapes, plan, run.skipped)
+    artifact.skipped = {**plan.left_whole,
+                        **skipped_layers(model, baseline_shapes, plan, run.skipped)}
     return artifact
 
 

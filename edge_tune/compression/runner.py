@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from edge_tune.catalog.splits import Splits, loader, take
+from edge_tune.compression.distill import Teacher
 from edge_tune.compression.quantize import Int8Options
 from edge_tune.compression.ranking import activation_apoz, folded_weights
 from edge_tune.compression.recipe import Instance, Policy, Recipe, agp_sparsity, recipe_from_dict
@@ -90,6 +91,7 @@ class RecipeRun:
     epoch: int = 0
     starting_epoch: int = 0
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    teacher: Teacher | None = None  # fine-tuning distils from it
 
     def params(self) -> dict[str, nn.Parameter]:
         return dict(self.model.named_parameters())
@@ -246,7 +248,10 @@ def _step(run: RecipeRun, held: list[Held], x: torch.Tensor, y: torch.Tensor,
              if n in params}
     for h in held:
         run.apply_masks(h.masks)
-    loss = nn.functional.cross_entropy(run.model(x), y)
+    logits = run.model(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    if run.teacher is not None:
+        loss = run.teacher.loss(x, logits, loss)
     for inst in regularizers:
         loss = loss + _penalty(run, inst)
     if not math.isfinite(loss.item()):
@@ -290,23 +295,23 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
                after_thinning: Hook | None = None,
                after_epoch: EpochHook | None = None,
                validate: Callable[[nn.Module], tuple[float, float]] | None = None,
-               calibration_images: int = 128) -> RecipeRun:
+               calibration_images: int = 128, teacher: Teacher | None = None) -> RecipeRun:
     """Fine-tune ``model`` for ``epochs`` epochs while the recipe's policies fire.
 
     With ``epochs`` 0 the epoch-0 actions (prune, thin) happen and nothing trains
     (``dataset`` may then be None). ``after_thinning`` runs on the model after every
     thinning that removed something; ``after_epoch`` after every epoch (masks applied, the
     model back in train mode when it returns); ``validate`` gives (loss, top-1 %) on
-    validation images for LR schedulers that follow a metric (ReduceLROnPlateau). The
-    trained model is ``run.model``: the same object unless quantisation-aware training
-    replaced it.
+    validation images for LR schedulers that follow a metric (ReduceLROnPlateau); with a
+    ``teacher`` every mini-batch's loss is distilled from it. The trained model is
+    ``run.model``: the same object unless quantisation-aware training replaced it.
     """
     torch.manual_seed(seed)
     device = device_for(model)
     run = RecipeRun(model, example.to(device), recipe, log, evaluate=evaluate,
                     after_thinning=after_thinning, dataset=dataset,
                     calibration_images=calibration_images,
-                    generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed), teacher=teacher)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
                                 weight_decay=weight_decay)
     schedulers = {name: inst.spec.lr_scheduler(inst.args, optimizer)
@@ -366,11 +371,11 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
 
 
 def fit_recipe(model: nn.Module, recipe: Recipe, splits: Splits, config: Config, epochs: int,
-               log: Log, report_top1: bool = False,
-               after_epoch: EpochHook | None = None) -> RecipeRun:
+               log: Log, report_top1: bool = False, after_epoch: EpochHook | None = None,
+               teacher: Teacher | None = None) -> RecipeRun:
     """:func:`run_recipe` with the config's fine-tuning settings and data; BatchNorm
     re-estimated after every thinning; with ``report_top1`` the thinning reports carry test
-    top-1 (masked, thinned, re-estimated)."""
+    top-1 (masked, thinned, re-estimated); with a ``teacher``, distilled."""
     f = config.finetune
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     return run_recipe(model, recipe, splits.train, epochs, f.lr, f.weight_decay,
@@ -380,7 +385,7 @@ def fit_recipe(model: nn.Module, recipe: Recipe, splits: Splits, config: Config,
                           m, splits.train, f.bn_recalibration_images),
                       after_epoch=after_epoch,
                       validate=lambda m: validation_metrics(m, splits.val),
-                      calibration_images=config.quantize.calibration_images)
+                      calibration_images=config.quantize.calibration_images, teacher=teacher)
 
 
 def validation_metrics(model: nn.Module, dataset: Any) -> tuple[float, float]:

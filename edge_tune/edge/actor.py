@@ -118,15 +118,20 @@ class BenchActor:
         return self.benchmark_set({"model": files}, per_layer, baseline)
 
     def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True,
-                      baseline: list[Any] | None = None) -> BenchCall:
+                      baseline: list[Any] | None = None,
+                      settings: bench.BenchSettings | None = None) -> BenchCall:
         """Measure several models and the baseline in one interleaved session (ms, batch 1),
         so every ratio between them compares numbers taken side by side; ``started`` and
         ``ended`` let callers check that no two measurements overlapped.
 
         ``baseline``: ``[ObjectRef of the baseline's files]``, read the first time this
         process needs it (a fresh or restarted actor); boxed in a list so Ray passes the
-        reference, not the bytes, on every call.
+        reference, not the bytes, on every call. ``settings``: this call's (fewer
+        iterations, say; its device must be the actor's), else the actor's own.
         """
+        if settings is not None and settings.device != self.settings.device:
+            raise ValueError(f"this actor measures on {self.settings.device}, not "
+                             f"{settings.device}")
         self._load_baseline(baseline)
         metrics = self._meter()
         with self._count:
@@ -136,7 +141,7 @@ class BenchActor:
         try:
             with self._device:
                 started = time.time()
-                results = self._measure(models, per_layer, call)
+                results = self._measure(models, per_layer, call, settings or self.settings)
                 ended = time.time()
         finally:
             with self._count:
@@ -156,20 +161,20 @@ class BenchActor:
                                    "baseline=[ObjectRef of its files] with the call")
             self.baseline = _write(ray.get(box[0]), self.folder / "baseline")
 
-    def _measure(self, models: dict[str, ModelFiles], per_layer: bool,
-                 call: int) -> dict[str, Measurement]:
+    def _measure(self, models: dict[str, ModelFiles], per_layer: bool, call: int,
+                 settings: bench.BenchSettings) -> dict[str, Measurement]:
         folder = self.folder / f"call{call}"
         paths = {name: _write(files, folder / str(i))
                  for i, (name, files) in enumerate(models.items())}
         try:
-            results, noise, sessions = self._calmest(paths, per_layer)
+            results, noise, sessions = self._calmest(paths, per_layer, settings)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {name: Measurement(**r.summary(), ratio_cv=noise.get(name, 0.0),
                                   sessions=sessions, layers=r.layers)
                 for name, r in results.items()}
 
-    def _calmest(self, paths: dict[str, Path], per_layer: bool
+    def _calmest(self, paths: dict[str, Path], per_layer: bool, settings: bench.BenchSettings
                  ) -> tuple[dict[str, bench.BenchResult], dict[str, float], int]:
         """Interleaved sessions until every model's ratio to the baseline is steady (per-round
         ratio CV <= max_ratio_cv) or max_sessions ran; the calmest session is kept."""
@@ -177,14 +182,14 @@ class BenchActor:
         sessions = 0
         if self.baseline is None:
             raise RuntimeError("no baseline model loaded")
-        for sessions in range(1, self.settings.max_sessions + 1):  # noqa: B007
+        for sessions in range(1, settings.max_sessions + 1):  # noqa: B007
             results = bench.benchmark_models({"baseline": self.baseline, **paths},
-                                             self.settings, per_layer=per_layer)
+                                             settings, per_layer=per_layer)
             noise = {n: bench.ratio_cv(results[n], results["baseline"]) for n in paths}
             worst = max(noise.values(), default=0.0)
             if best is None or worst < best[0]:
                 best = (worst, results, noise)
-            if worst <= self.settings.max_ratio_cv:
+            if worst <= settings.max_ratio_cv:
                 break
         assert best is not None  # max_sessions >= 1 (config)
         return best[1], best[2], sessions

@@ -20,10 +20,13 @@ from typing import Any
 import yaml
 
 from edge_tune.catalog.data import check_data, load_data, num_classes
-from edge_tune.catalog.models import check_model, model_stages
+from edge_tune.catalog.models import check_model, create_model, model_stages
 from edge_tune.catalog.splits import Splits
 from edge_tune.compression.baseline import Baseline, check_baseline, prepare_baseline
+from edge_tune.compression.channels import probe_settings, resolve_multiple
 from edge_tune.compression.deployment import Artifact, Images, arrays, deploy, verdict
+from edge_tune.compression.distill import teacher_for
+from edge_tune.compression.layers import check_multiple
 from edge_tune.compression.plan import build, plan_compression
 from edge_tune.compression.recipe import Recipe
 from edge_tune.compression.runner import fit_recipe, sparsity_report
@@ -53,7 +56,11 @@ def check_inputs(config: Config, device_here: bool = True) -> None:
 def check_params(config: Config, params: dict[str, Any], device_here: bool = True) -> Schedule:
     """Every cheap check before expensive work: the model (built once, unless built in),
     params against its stages, then the inputs; the schedule the params ask for."""
-    check_model(config.model, num_classes(config.data), config.data.image_size)
+    classes = num_classes(config.data)
+    check_model(config.model, classes, config.data.image_size)
+    if isinstance(config.prune.channel_multiple, int) and config.prune.channel_multiple > 1:
+        check_multiple(create_model(config.model, classes), config.prune.channel_multiple,
+                       config.model)
     schedule = schedule_from_params(params, model_stages(config.model),
                                     config.finetune.epochs)
     check_inputs(config, device_here)
@@ -64,6 +71,16 @@ def measure(baseline: Artifact, model: Artifact, config: Config) -> BenchCall:
     """Both models benchmarked here, interleaved, by the same code the actor runs."""
     actor = BenchActor(model_files(baseline.deployed), config.bench)
     return actor.benchmark(model_files(model.deployed))
+
+
+def here(settings: bench.BenchSettings) -> Callable[[dict[str, Path]], dict[str, float]]:
+    """Measuring files (by name) on this machine's device with the channel probe's settings:
+    their median ms by name."""
+    def measure(paths: dict[str, Path]) -> dict[str, float]:
+        results = bench.benchmark_models(dict(paths), probe_settings(settings),
+                                         per_layer=False)
+        return {name: r.latency_ms for name, r in results.items()}
+    return measure
 
 
 def figures(artifact: Artifact, measured: Measurement) -> dict[str, Any]:
@@ -112,26 +129,36 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
     schedule = check_params(config, params)
     started = time.perf_counter()
     splits, test, base = prepare(config, out)
+    config, measured = resolve_multiple(config, here(config.bench))
     log(f"compressing: {json.dumps(schedule.params)}")
     plan = plan_compression(schedule, base.model, config)
+    teacher = teacher_for(config.finetune.distill, base.model, splits.num_classes) \
+        if schedule.distill else None  # base.model itself is never trained
     artifact = build(copy.deepcopy(base.model), plan, splits, config, out, base.shapes, test,
-                     log=log)
+                     log=log, teacher=teacher)
     plan.write(out / "schedule.yaml")
     compression = verdict(artifact.verification, schedule.prunes_filters,
                           schedule.fine_sparsity > 0)
-    extra = {"schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
-             "int8": schedule.int8, "recipe": str(out / "schedule.yaml")}
+    extra = {"channel_multiple": config.prune.channel_multiple,
+             "channel_jumps": measured.jumps if measured else None,
+             "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
+             "int8": schedule.int8, "distill": asdict(config.finetune.distill)
+             if schedule.distill else None, "recipe": str(out / "schedule.yaml")}
     return record(config, base, artifact, out, compression, extra, started)
 
 
 def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,
-                     log: Log = log_stderr) -> dict[str, Any]:
-    """A Distiller recipe run for ``epochs`` on the baseline, deployed and benchmarked in
-    ``out``; the result dict that ``edge_tune.compress`` prints."""
+                     log: Log = log_stderr, distill: bool = False) -> dict[str, Any]:
+    """A Distiller recipe run for ``epochs`` on the baseline (distilled from the teacher
+    ``finetune.distill`` names when ``distill``), deployed and benchmarked in ``out``; the
+    result dict that ``edge_tune.compress`` prints."""
     splits, test, base = prepare(config, out)
     model = copy.deepcopy(base.model)
+    teacher = teacher_for(config.finetune.distill, base.model, splits.num_classes) \
+        if distill else None
     start = time.perf_counter()
-    run = fit_recipe(model, recipe, splits, config, epochs, log, report_top1=True)
+    run = fit_recipe(model, recipe, splits, config, epochs, log, report_top1=True,
+                     teacher=teacher)
     artifact = deploy(run.model, run.int8 or False, splits, config, out, base.shapes, test,
                       timings={"recipe_s": time.perf_counter() - start},
                       fake_quantised=run.qat)
@@ -142,5 +169,6 @@ def run_recipe_trial(config: Config, recipe: Recipe, epochs: int, out: Path,
         ("post-training (NNCF)" if run.int8 is not None else False)
     extra = {"sparsity": sparsity_report(run.model), "thinning_top1": run.thinning_top1,
              "epochs": epochs, "int8": int8, "int8_options": asdict(run.int8) if run.int8
-             else None, "ignored": list(recipe.ignored), "recipe": recipe.source}
+             else None, "ignored": list(recipe.ignored), "recipe": recipe.source,
+             "distill": asdict(config.finetune.distill) if distill else None}
     return record(config, base, artifact, out, compression, extra)

@@ -9,18 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_tune.run.front import pareto_front
 from edge_tune.run.runs import Run
 
 TOP_LAYERS = 12  # layers shown in the per-layer chart (the baseline's slowest)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points (latency ms, top-1 %) not beaten by a faster one with at least their top-1."""
-    front: list[tuple[float, float]] = []
-    for latency, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or top1 > front[-1][1]:
-            front.append((latency, top1))
-    return front
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
@@ -61,9 +53,14 @@ def plot_pareto(run: Run, path: Path) -> Path:
         ax.scatter([base_ms], [run.baseline.top1], s=160, marker="*", color="black",
                    label="baseline", zorder=4)
         points.append((base_ms, run.baseline.top1))
-    front = pareto_front(points)
+    front = pareto_front(points, lambda p: p[0], lambda p: p[1])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red",
             linewidth=1.2, label="Pareto front", zorder=2)
+    listed = [r for r in run.points if r.id and r.id in run.front]
+    if listed:  # the trials pareto.json lists (speed-up against validation top-1)
+        ax.scatter([r.latency_ms for r in listed], [r.top1 for r in listed], s=140,
+                   facecolors="none", edgecolors="tab:red", linewidths=1.2, zorder=5,
+                   label=f"on the front: pareto.json ({len(listed)})")
     ax.axhline(run.threshold, color="tab:orange", linestyle="--",
                label=f"threshold {run.threshold:.2f}%")
     ax.set_xlabel("median latency (ms, batch 1)")

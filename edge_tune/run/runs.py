@@ -13,6 +13,7 @@ from typing import Any
 
 from edge_tune.core.errors import UserError
 from edge_tune.edge.verify import layer_of, node_layers
+from edge_tune.run.front import FRONT
 from edge_tune.run.ledger import TRIALS, TrialRow, read_rows
 from edge_tune.search.params import format_params
 
@@ -37,6 +38,7 @@ class Point:
     sparse_layers: int | None = None  # study: layers all zeros
     objective: float = 0.0  # tune
     config: dict[str, float] = field(default_factory=dict)  # tune: the trial's parameters
+    id: str = ""  # tune: the trial's id
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Run:
     layers: dict[str, dict[str, float]] = field(default_factory=dict)  # series -> layer -> ms
     params: list[str] = field(default_factory=list)  # tune: the searched parameter names
     stopped: list[TrialRow] = field(default_factory=list)  # tune: trials stopped early
+    front: list[str] = field(default_factory=list)  # tune: ids of the trials on the front
 
 
 def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, float]:
@@ -96,7 +99,8 @@ def _trial(row: TrialRow) -> Point | None:
     probe, deployed = result.probe, result.deployed
     return Point(format_params(row.params), result.val_top1, probe.latency_ms,
                  probe.latency_p90_ms, probe.speedup, deployed.macs, deployed.params,
-                 deployed.reached, result.int8, objective=result.objective, config=row.params)
+                 deployed.reached, result.int8, objective=result.objective, config=row.params,
+                 id=row.id)
 
 
 def load_tune(folder: Path) -> Run:
@@ -118,8 +122,9 @@ def load_tune(folder: Path) -> Run:
     baseline = Point("baseline", b["val_top1"], b.get("latency_ms"), b.get("latency_p90_ms"),
                      1.0, b["macs"], b["params"], family="baseline")
     stopped = [t for t in trials if t.status == "stopped"]
+    front = json.loads((folder / FRONT).read_text()) if (folder / FRONT).is_file() else []
     return Run("tune", folder, points, baseline, summary["threshold"]["top1"], layers,
-               list(summary["search_space"]["bounds"]), stopped)
+               list(summary["search_space"]["bounds"]), stopped, [e["id"] for e in front])
 
 
 def load_run(folder: str | Path) -> Run:

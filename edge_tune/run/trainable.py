@@ -27,6 +27,7 @@ from edge_tune.catalog.data import load_data
 from edge_tune.catalog.models import model_stages
 from edge_tune.catalog.splits import Splits, take
 from edge_tune.compression.deployment import Artifact, Images, arrays, deploy_graph
+from edge_tune.compression.distill import Teacher, teacher_for
 from edge_tune.compression.plan import CompressionPlan, build, compress, plan_compression
 from edge_tune.compression.train import device_for, evaluate, set_threads
 from edge_tune.config import Config
@@ -60,11 +61,14 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
     model = context.base_model(splits.num_classes)
     schedule = schedule_from_params(params, model_stages(config.model), config.finetune.epochs)
     plan = plan_compression(schedule, model, config)
+    teacher = teacher_for(config.finetune.distill, context.base_model(splits.num_classes),
+                          splits.num_classes) if schedule.distill else None
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
         measured, latency = probe_latency(model, plan, splits, context, out)
         tune.report(latency.metrics())
-        artifact, epochs_run = fine_tune(model, plan, splits, context, out, val, latency)
+        artifact, epochs_run = fine_tune(model, plan, splits, context, out, val, latency,
+                                         teacher)
         result = dataclasses.replace(
             latency, phase="done", epoch=epochs_run, val_top1=artifact.top1,
             deployed=Deployed(artifact.top5, context.baseline_top1, artifact.macs,
@@ -121,11 +125,12 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
 
 
 def fine_tune(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
-              context: TrialContext, out: Path, val: Images,
-              latency: TrialResult) -> tuple[Artifact, int]:
-    """Compress and fine-tune ``model`` in place, reporting torch validation top-1 (f32, the
-    first :data:`EPOCH_VAL_IMAGES` images) after each epoch; then export, int8 and accuracy as
-    deployed on the whole validation split. The artifact and the epochs run."""
+              context: TrialContext, out: Path, val: Images, latency: TrialResult,
+              teacher: Teacher | None = None) -> tuple[Artifact, int]:
+    """Compress and fine-tune ``model`` in place (distilled from ``teacher`` when the plan
+    asks), reporting torch validation top-1 (f32, the first :data:`EPOCH_VAL_IMAGES` images)
+    after each epoch; then export, int8 and accuracy as deployed on the whole validation
+    split. The artifact and the epochs run."""
     val_epoch = take(splits.val, EPOCH_VAL_IMAGES)
     epoch_started = [time.time()]
     epochs_run: list[int] = []
@@ -140,7 +145,7 @@ def fine_tune(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
     # validation: the objective, the constraint and the choice of the best use it; test top-1
     # is measured once, for the reported models (run.tuner.experiment)
     artifact = build(model, plan, splits, context.config, out, context.base_shapes, val,
-                     log=lambda _: None, after_epoch=after_epoch)
+                     log=lambda _: None, after_epoch=after_epoch, teacher=teacher)
     return artifact, len(epochs_run)
 
 

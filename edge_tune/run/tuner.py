@@ -23,15 +23,19 @@ from ray import tune
 
 from edge_tune.catalog.data import load_data
 from edge_tune.compression.baseline import Baseline, prepare_baseline
+from edge_tune.compression.channels import probe_settings, resolve_multiple
 from edge_tune.compression.deployment import arrays, deployed_accuracy
 from edge_tune.compression.train import set_threads
 from edge_tune.config import Config, config_to_dict
 from edge_tune.core.console import log_stderr
 from edge_tune.core.environment import quiet_tune, wandb_environment
 from edge_tune.core.errors import UserError, work_started
+from edge_tune.edge.actor import model_files
+from edge_tune.edge.bench import BenchSettings
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
+from edge_tune.run.front import FRONT, front_lines, trial_front, write_front
 from edge_tune.run.ledger import TRIALS, Ledger, TrialRow, seconds_saved, trial_row, write
 from edge_tune.run.pipeline import check_params
 from edge_tune.run.trainable import trainable
@@ -94,6 +98,12 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
+    asked = config.prune.channel_multiple
+    config, measured = resolve_multiple(config, on_actor(actors[0], pinned, config.bench))
+    if measured is not None:
+        log_stderr(f"channel multiple: {measured.multiple}, measured on {config.bench.device} "
+                   "(mean latency step crossing each multiple: " + ", ".join(
+                       f"{m}: {j:.2f}x" for m, j in measured.jumps.items()) + ")")
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
@@ -121,11 +131,25 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     if summary["best"] is not None and (out / "best").is_dir():
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
         summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
+    summary["channel_multiple"] = {"asked": asked, "used": config.prune.channel_multiple,
+                                   "jumps": measured.jumps if measured else None}
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
                    seconds=time.time() - started, resumed=resume,
                    dashboard=f"http://{dashboard}" if dashboard else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def on_actor(actor: Any, pinned: list[Any],
+             settings: BenchSettings) -> Callable[[dict[str, Path]], dict[str, float]]:
+    """Measuring files (by name) at a benchmark actor with the channel probe's settings:
+    their median ms by name."""
+    def measure(paths: dict[str, Path]) -> dict[str, float]:
+        call = ray.get(actor.benchmark_set.remote(
+            {name: model_files(path) for name, path in paths.items()}, per_layer=False,
+            baseline=pinned, settings=probe_settings(settings)))
+        return {name: m.latency_ms for name, m in call.models.items()}
+    return measure
 
 
 def _row(result: Any, ledger: Ledger) -> TrialRow:
@@ -188,6 +212,8 @@ def collect(rows: list[TrialRow], out: Path, base: Baseline, threshold_top1: flo
         if best.checkpoint:
             shutil.copytree(best.checkpoint, out / "best")
             summary["best"]["files"] = sorted(p.name for p in (out / "best").iterdir())
+    summary["pareto"] = trial_front(rows, out)
+    write_front(summary["pareto"], out)
     return summary
 
 
@@ -215,7 +241,9 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
           f"threshold), {summary['trials_stopped']} stopped early (about "
           f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
           f"{summary['trials_errored']} errored")
-    print(f"run directory: {out} (summary.json, {TRIALS}, best/)")
+    if summary.get("pareto"):
+        print("\n".join(front_lines(summary["pareto"], summary["threshold"]["top1"])))
+    print(f"run directory: {out} (summary.json, {TRIALS}, {FRONT}, best/)")
 
 
 def launch(config: Config, space: SearchSpace, address: str | None, wandb: bool,

@@ -42,6 +42,9 @@ PARAMETERS: dict[str, ParamSpec] = {
                       choices=(0.0, 1.0)),
     "finetune_epochs": ParamSpec(0.0, 100.0, False, "fine-tuning epochs after pruning "
                                  "(rounded; default finetune.epochs)", integer=True),
+    "distill": ParamSpec(0.0, 1.0, False, ">= 0.5 fine-tunes by distilling from a teacher, "
+                         "the baseline unless finetune.distill names another",
+                         choices=(0.0, 1.0)),
 }
 
 
@@ -53,6 +56,7 @@ class Schedule:
     fine_sparsity: float = 0.0
     int8: bool = False
     finetune_epochs: int = 0
+    distill: bool = False  # fine-tune from a teacher's outputs too (finetune.distill)
     params: dict[str, float] = field(default_factory=dict)  # as given, for the record
 
     @property
@@ -157,4 +161,4 @@ def schedule_from_params(params: dict[str, Any], stages: tuple[str, ...],
     return Schedule(filter_ratios=ratios, fine_sparsity=values.get("fine_sparsity", 0.0),
                     int8=values.get("int8", 0.0) >= 0.5,
                     finetune_epochs=default_epochs if epochs is None else round(epochs),
-                    params=values)
+                    distill=values.get("distill", 0.0) >= 0.5, params=values)
