@@ -42,6 +42,8 @@ def _write(tmp_path: Path, config: dict) -> str:
     ({"finetune": {"distill": {"distill_weight": 2}}}, '{"distill": 1}',
      "finetune.distill.distill_weight: expected 0 <= x <= 1, got 2"),
     ({}, '{"distill": 0.5, "int8": 2}', "params.int8: expected a value in [0, 1], got 2"),
+    ({}, '{"latency_target": 0.5, "filter_ratio": 0.3}',
+     "params.latency_target: not with filter_ratio: per-layer allocation chooses"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, config: dict, params: str,
                                       message: str) -> None:
@@ -199,3 +201,28 @@ def test_a_trial_compresses_and_fine_tunes_on_the_gpu(tmp_path: Path, small_conf
     assert next(model.parameters()).is_cuda  # trained where it lives; exported from a copy
     assert artifact.macs < 0.5 * base.artifact.macs and artifact.deployed.suffix == ".xml"
     assert all(check.reached for check in artifact.verification)
+
+
+def test_a_latency_target_is_allocated_per_group_from_the_devices_profile(
+        tmp_path: Path, small_config: dict) -> None:
+    config = _write(tmp_path, {**small_config, "data": {"image_size": 32},
+                               "prune": {"channel_multiple": 4}})
+    result = run_module("edge_tune.trial", "--config", config, "--params",
+                        '{"latency_target": 0.8, "allocation": 1}', "--output",
+                        str(tmp_path / "out"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    assert "device profile: measuring simple_cnn" in result.stderr
+    assert r["predicted_ratio"] <= 0.8 and set(r["allocation"]) == {"conv1", "conv2", "conv3"}
+    shapes = {row["layer"]: row["openvino_shape"] for row in r["verification"]}
+    for conv, kept in r["allocation"].items():
+        assert kept % 4 == 0 and shapes[f"{conv}.weight"][0] == kept  # what the device runs
+    assert r["schedule"] == {"latency_target": 0.8, "allocation": 1.0}
+    # a target its profile says no allocation reaches: one line after profiling (cached now)
+    again = run_module("edge_tune.trial", "--config", config, "--params",
+                       '{"latency_target": 0.02}', "--output", str(tmp_path / "far"),
+                       timeout=600)
+    assert again.returncode == 2 and "device profile: cached" in again.stderr
+    line = again.stderr.strip().splitlines()[-1]
+    assert line.startswith("edge_tune: error: params.latency_target: 0.02 cannot be reached "
+                           "on ") and "its profile predicts at best" in line

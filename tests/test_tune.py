@@ -239,3 +239,34 @@ def test_a_trial_waiting_for_resources_is_said_after_a_minute() -> None:
     # once it runs, the clock is reset for it: a new pending trial starts its own minute
     assert waiting_line({"b": {"CPU": 2.0}}, since, 2000.0, lambda: free) is None
     assert since == {"b": 2000.0}
+
+
+@pytest.mark.slow
+def test_a_tune_run_allocates_per_layer_from_the_devices_profile(tmp_path: Path,
+                                                                  small_config: dict) -> None:
+    """The allocation space: the profile and the sensitivity prepared once before the trials,
+    each trial allocating its own target; an unreachable lower bound refused in one line."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"parameters": {  # int8 off, finetune.epochs 1
+        "latency_target": [0.75, 0.95], "allocation": [0.0, 1.0]}}))
+    config = {**small_config, "data": {"image_size": 32}, "prune": {"channel_multiple": 4}}
+    out = tmp_path / "run"
+    result = run_module("edge_tune.tune", "--config", _config(
+        tmp_path, config, search_space=str(space), early_stop=False, random_steps=2),
+        "--num-samples", "2", "--no-wandb", "--output", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count("device profile: measuring") == 1
+    assert result.stderr.count("sensitivity: each group alone") == 1
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    for row in rows:  # each trial planned its own target with the run's profile
+        m = row["metrics"]
+        assert m["predicted_ratio"] <= row["params"]["latency_target"] + 1e-9
+    far = tmp_path / "far.yaml"
+    far.write_text(yaml.safe_dump({"parameters": {"latency_target": [0.01, 0.5]}}))
+    refused = run_module("edge_tune.tune", "--config", _config(
+        tmp_path, config, search_space=str(far)), "--num-samples", "1", "--no-wandb",
+        "--output", str(tmp_path / "refused"), timeout=900)
+    assert refused.returncode == 2 and "device profile: cached" in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "edge_tune: error: search_space.parameters.latency_target: 0.01 cannot be reached")

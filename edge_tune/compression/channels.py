@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torch import nn
 
 from edge_tune.compression.export import export_onnx
 from edge_tune.config import Config
-from edge_tune.edge.bench import BenchSettings
+from edge_tune.edge.bench import BenchSettings, Measure
 
 PROBE_WIDTH = 64  # channels: the widest probe (it must span several multiples of 16)
 CANDIDATES = (2, 4, 8, 16, 32)  # multiples judged (each needs a multiple + 1 in the probe)
@@ -77,15 +76,14 @@ def probe_settings(settings: BenchSettings) -> BenchSettings:
     return dataclasses.replace(settings, **PROBE_BENCH)  # type: ignore[arg-type]
 
 
-def resolve_multiple(config: Config, measure: Callable[[dict[str, Path]], dict[str, float]]
-                     ) -> tuple[Config, Multiple | None]:
+def resolve_multiple(config: Config, measure: Measure) -> tuple[Config, Multiple | None]:
     """``config`` with ``prune.channel_multiple: auto`` replaced by the multiple measured
-    with ``measure`` (files by name -> median ms by name, on the device), and what was
-    measured; a config with a number is returned as it is."""
+    with ``measure`` (on the device, with :func:`probe_settings`), and what was measured; a
+    config with a number is returned as it is."""
     if config.prune.channel_multiple != "auto":
         return config, None
     with tempfile.TemporaryDirectory(prefix="edge_tune_channels-") as folder:
         latency = measure(probe_models(config.data.image_size, Path(folder)))
-    chosen = pick_multiple({int(k): v for k, v in latency.items()})
+    chosen = pick_multiple({int(k): ms for k, (ms, _) in latency.items()})
     return dataclasses.replace(config, prune=dataclasses.replace(
         config.prune, channel_multiple=chosen.multiple)), chosen

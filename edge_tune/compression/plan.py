@@ -21,6 +21,7 @@ from torch import nn
 
 from edge_tune.catalog.models import model_stages
 from edge_tune.catalog.splits import Splits
+from edge_tune.compression.allocation import Allocation, Allocator
 from edge_tune.compression.deployment import Artifact, Images, deploy
 from edge_tune.compression.distill import Teacher
 from edge_tune.compression.layers import aligned_ratios, filter_ratios, fine_layers, widths
@@ -42,6 +43,7 @@ class CompressionPlan:
     recipe: dict[str, Any]  # Distiller-style, ``module.``-prefixed weight names
     loaded: Recipe  # the same, validated: what the runner runs
     left_whole: dict[str, str] = field(default_factory=dict)  # conv -> why (channel multiple)
+    allocation: Allocation | None = None  # per group, when the schedule has a latency target
 
     @property
     def finetunes(self) -> bool:
@@ -61,18 +63,31 @@ class CompressionPlan:
         return path
 
 
-def plan_compression(schedule: Schedule, model: nn.Module, config: Config) -> CompressionPlan:
+def plan_compression(schedule: Schedule, model: nn.Module, config: Config,
+                     allocator: Allocator | None = None) -> CompressionPlan:
     """``schedule`` worked out for ``model`` (the configured model's stages), the filters each
     conv keeps rounded to ``prune.channel_multiple`` (an integer by now: ``auto`` is measured
-    and replaced before trials plan)."""
+    and replaced before trials plan); with a latency target, allocated per group by
+    ``allocator`` (prepared before trials: the device's profile and the groups' sensitivity)."""
     multiple = config.prune.channel_multiple
     if not isinstance(multiple, int):
         raise ValueError(f"prune.channel_multiple {multiple!r} was not resolved to a number")
-    ratios, whole = aligned_ratios(
-        filter_ratios(model, model_stages(config.model), schedule.filter_ratios),
-        widths(model), multiple)
+    allocation = None
+    whole: dict[str, str] = {}
+    if schedule.latency_target is not None:
+        if allocator is None:
+            raise ValueError("a latency target needs the device's profile, prepared before "
+                             "trials (edge_tune.run.allocating)")
+        allocation = allocator.allocate(schedule.latency_target, schedule.int8,
+                                        schedule.by_device, multiple)
+        ratios = allocator.ratios(allocation)
+    else:
+        ratios, whole = aligned_ratios(
+            filter_ratios(model, model_stages(config.model), schedule.filter_ratios),
+            widths(model), multiple)
     recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
-    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole)
+    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole,
+                           allocation)
 
 
 def compress(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config,

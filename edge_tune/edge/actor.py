@@ -206,7 +206,8 @@ class BenchActor:
         return {"node_id": ray.get_runtime_context().get_node_id() if in_ray else None,
                 "node_ip": ray.util.get_node_ip_address() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
-                "device": self.settings.device, "calls": self.calls}
+                "device": self.settings.device, "calls": self.calls,
+                "identity": bench.identity(self.settings)}
 
 
 class Metrics:

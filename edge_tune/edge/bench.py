@@ -12,6 +12,7 @@ import csv
 import statistics
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ class BenchSettings:
     fps_seconds: float = 0.25
     max_ratio_cv: float = 0.05  # repeat a session whose per-round ratios vary more than this
     max_sessions: int = 3
+
+
+# model files by name -> (median ms, per-layer (node, type, ms) rows) by name: how the torch
+# side has a set of models measured on the device (at the actor, or on this machine)
+Measure = Callable[[dict[str, Path]], dict[str, tuple[float, list[tuple[str, str, float]]]]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,20 @@ def check_device(device: str) -> None:
         if name not in available and base not in {a.split(".")[0] for a in available}:
             raise UserError(f"bench.device: {device!r} is not available here; "
                             f"available: {', '.join(available)}")
+
+
+def identity(settings: BenchSettings) -> dict[str, str]:
+    """What a measurement on ``settings.device`` depends on besides the model: the device and
+    its full name (the CPU model, say), OpenVINO's version, threads and precision; a key for
+    cached device measurements."""
+    core = _core()
+    name = settings.device.split(":")[-1].split(",")[0]
+    try:
+        full = str(core.get_property(name, "FULL_DEVICE_NAME"))
+    except RuntimeError:
+        full = name
+    return {"device": settings.device, "device_name": full, "openvino": ov.get_version(),
+            "threads": str(settings.threads), "precision": settings.precision}
 
 
 def compile_settings(core: Any, settings: BenchSettings,

@@ -9,6 +9,7 @@ conversion and reshaping to the stored constant, so int8 models are read as they
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,20 @@ def layer_of(node: str, names: dict[str, str]) -> str:
         if found is not None:
             return found
     return node
+
+
+COMPUTE = ("Convolution", "FullyConnected", "MatMul")  # OpenVINO types charged to a layer
+OTHER = "other ops"  # reorders, pooling, adds, activations: summed
+
+
+def layer_ms(rows: Iterable[tuple[str, str, float]], names: dict[str, str]) -> dict[str, float]:
+    """Per-layer ms of a profile's (node, type, ms) rows, by the model's own layer names
+    (:func:`layer_of` over :func:`node_layers`); other ops summed under :data:`OTHER`."""
+    out: dict[str, float] = {}
+    for node, kind, ms in rows:
+        layer = layer_of(node, names) if kind in COMPUTE else OTHER
+        out[layer] = out.get(layer, 0.0) + float(ms)
+    return out
 
 
 def openvino_weights(path: str | Path) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edge_tune.catalog.models import create_model
+from edge_tune.compression.allocation import Allocator
 from edge_tune.compression.baseline import Baseline
 from edge_tune.config import Config
 
@@ -25,12 +26,14 @@ class TrialContext:
     threshold_top1: float  # percent a trial must reach to be feasible
     actors: tuple[str, ...] = ()  # benchmark actor names, one per ncs node
     bench_baseline: tuple[Any, ...] = ()  # (ObjectRef of the baseline's files,) for the actors
+    allocator: Allocator | None = None  # per-layer allocation (a latency target in the space)
 
     @classmethod
     def of(cls, config: Config, base: Baseline, threshold_top1: float,
-           actors: tuple[str, ...] = (), bench_baseline: tuple[Any, ...] = ()) -> TrialContext:
+           actors: tuple[str, ...] = (), bench_baseline: tuple[Any, ...] = (),
+           allocator: Allocator | None = None) -> TrialContext:
         return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
-                   actors, bench_baseline)
+                   actors, bench_baseline, allocator)
 
     def base_model(self, num_classes: int) -> nn.Module:
         """A fresh copy of the baseline, on the GPU when the trial asked for one and its node

@@ -36,6 +36,8 @@ from edge_tune.core.console import log_stderr
 from edge_tune.edge import bench
 from edge_tune.edge.actor import BenchActor, BenchCall, Measurement, model_files
 from edge_tune.edge.verify import table
+from edge_tune.run.allocating import check_reachable, prepare_allocator, profile_settings
+from edge_tune.run.measuring import here
 from edge_tune.search.params import Schedule, schedule_from_params
 
 Log = Callable[[str], None]
@@ -71,16 +73,6 @@ def measure(baseline: Artifact, model: Artifact, config: Config) -> BenchCall:
     """Both models benchmarked here, interleaved, by the same code the actor runs."""
     actor = BenchActor(model_files(baseline.deployed), config.bench)
     return actor.benchmark(model_files(model.deployed))
-
-
-def here(settings: bench.BenchSettings) -> Callable[[dict[str, Path]], dict[str, float]]:
-    """Measuring files (by name) on this machine's device with the channel probe's settings:
-    their median ms by name."""
-    def measure(paths: dict[str, Path]) -> dict[str, float]:
-        results = bench.benchmark_models(dict(paths), probe_settings(settings),
-                                         per_layer=False)
-        return {name: r.latency_ms for name, r in results.items()}
-    return measure
 
 
 def figures(artifact: Artifact, measured: Measurement) -> dict[str, Any]:
@@ -129,9 +121,17 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
     schedule = check_params(config, params)
     started = time.perf_counter()
     splits, test, base = prepare(config, out)
-    config, measured = resolve_multiple(config, here(config.bench))
+    config, measured = resolve_multiple(
+        config, here(probe_settings(config.bench), per_layer=False))
     log(f"compressing: {json.dumps(schedule.params)}")
-    plan = plan_compression(schedule, base.model, config)
+    allocator = None
+    if schedule.latency_target is not None:
+        allocator = prepare_allocator(config, base.model, splits, bench.identity(config.bench),
+                                      here(profile_settings(config.bench), per_layer=True))
+        assert isinstance(config.prune.channel_multiple, int)  # resolved above
+        check_reachable(allocator, schedule.latency_target, (schedule.int8,),
+                        config.prune.channel_multiple, "params.latency_target")
+    plan = plan_compression(schedule, base.model, config, allocator)
     teacher = teacher_for(config.finetune.distill, base.model, splits.num_classes) \
         if schedule.distill else None  # base.model itself is never trained
     artifact = build(copy.deepcopy(base.model), plan, splits, config, out, base.shapes, test,
@@ -139,7 +139,9 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
     plan.write(out / "schedule.yaml")
     compression = verdict(artifact.verification, schedule.prunes_filters,
                           schedule.fine_sparsity > 0)
-    extra = {"channel_multiple": config.prune.channel_multiple,
+    extra = {"predicted_ratio": plan.allocation.predicted if plan.allocation else None,
+             "allocation": plan.allocation.kept if plan.allocation else None,
+             "channel_multiple": config.prune.channel_multiple,
              "channel_jumps": measured.jumps if measured else None,
              "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
              "int8": schedule.int8, "distill": asdict(config.finetune.distill)

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_tune.core.errors import UserError
-from edge_tune.edge.verify import layer_of, node_layers
+from edge_tune.edge.verify import layer_ms, node_layers
 from edge_tune.run.front import FRONT
 from edge_tune.run.ledger import TRIALS, TrialRow, read_rows
 from edge_tune.search.params import format_params
-
-COMPUTE = ("Convolution", "FullyConnected", "MatMul")  # OpenVINO types charged to a layer
 
 
 @dataclass(frozen=True)
@@ -57,12 +55,9 @@ class Run:
 
 
 def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, float]:
-    """Per-layer ms by the model's layer names; other ops (reorders, pooling) summed."""
-    out: dict[str, float] = defaultdict(float)
-    for row in rows:
-        layer = row.get("layer") or layer_of(row["node"], names)
-        out[layer if row["type"] in COMPUTE else "other ops"] += float(row["ms"])
-    return dict(out)
+    """Per-layer ms of a layers.csv by the model's layer names (study rows name the layer)."""
+    return layer_ms(((row.get("layer") or row["node"], row["type"], float(row["ms"]))
+                     for row in rows), names)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

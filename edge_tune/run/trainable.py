@@ -60,7 +60,7 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
     splits, val = load_splits(config)
     model = context.base_model(splits.num_classes)
     schedule = schedule_from_params(params, model_stages(config.model), config.finetune.epochs)
-    plan = plan_compression(schedule, model, config)
+    plan = plan_compression(schedule, model, config, context.allocator)
     teacher = teacher_for(config.finetune.distill, context.base_model(splits.num_classes),
                           splits.num_classes) if schedule.distill else None
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
@@ -121,7 +121,8 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
     return measured, TrialResult(
         "latency", 1 / speedup, context.threshold_top1,
         finetune_epochs=plan.schedule.finetune_epochs, int8=plan.schedule.int8,
-        finetunes=plan.finetunes, probe=figures)
+        finetunes=plan.finetunes, probe=figures,
+        predicted_ratio=plan.allocation.predicted if plan.allocation else None)
 
 
 def fine_tune(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,

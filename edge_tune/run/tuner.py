@@ -30,13 +30,13 @@ from edge_tune.config import Config, config_to_dict
 from edge_tune.core.console import log_stderr
 from edge_tune.core.environment import quiet_tune, wandb_environment
 from edge_tune.core.errors import UserError, work_started
-from edge_tune.edge.actor import model_files
-from edge_tune.edge.bench import BenchSettings
+from edge_tune.run.allocating import check_reachable, prepare_allocator, profile_settings
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
 from edge_tune.run.front import FRONT, front_lines, trial_front, write_front
 from edge_tune.run.ledger import TRIALS, Ledger, TrialRow, seconds_saved, trial_row, write
+from edge_tune.run.measuring import on_actor
 from edge_tune.run.pipeline import check_params
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
@@ -99,13 +99,25 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
     asked = config.prune.channel_multiple
-    config, measured = resolve_multiple(config, on_actor(actors[0], pinned, config.bench))
+    config, measured = resolve_multiple(
+        config, on_actor(actors[0], pinned, probe_settings(config.bench), per_layer=False))
     if measured is not None:
         log_stderr(f"channel multiple: {measured.multiple}, measured on {config.bench.device} "
                    "(mean latency step crossing each multiple: " + ", ".join(
                        f"{m}: {j:.2f}x" for m, j in measured.jumps.items()) + ")")
+    allocator = None
+    if "latency_target" in space.bounds:
+        allocator = prepare_allocator(
+            config, base.model, splits, actor_info[0]["identity"],
+            on_actor(actors[0], pinned, profile_settings(config.bench), per_layer=True))
+        assert isinstance(config.prune.channel_multiple, int)  # resolved above
+        check_reachable(allocator, space.bounds["latency_target"][0],
+                        tuple(v >= 0.5 for v in space.bounds.get("int8", (0.0, 0.0))),
+                        config.prune.channel_multiple,
+                        "search_space.parameters.latency_target")
     ctx = TrialContext.of(config, base, threshold_top1,
-                          tuple(actor_name(i) for i in range(len(actors))), tuple(pinned))
+                          tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
+                          allocator)
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
     resources = {k.lower(): v for k, v in trial_request(config).items()}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
@@ -138,18 +150,6 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                    dashboard=f"http://{dashboard}" if dashboard else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def on_actor(actor: Any, pinned: list[Any],
-             settings: BenchSettings) -> Callable[[dict[str, Path]], dict[str, float]]:
-    """Measuring files (by name) at a benchmark actor with the channel probe's settings:
-    their median ms by name."""
-    def measure(paths: dict[str, Path]) -> dict[str, float]:
-        call = ray.get(actor.benchmark_set.remote(
-            {name: model_files(path) for name, path in paths.items()}, per_layer=False,
-            baseline=pinned, settings=probe_settings(settings)))
-        return {name: m.latency_ms for name, m in call.models.items()}
-    return measure
 
 
 def _row(result: Any, ledger: Ledger) -> TrialRow:

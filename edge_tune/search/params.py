@@ -42,6 +42,14 @@ PARAMETERS: dict[str, ParamSpec] = {
                       choices=(0.0, 1.0)),
     "finetune_epochs": ParamSpec(0.0, 100.0, False, "fine-tuning epochs after pruning "
                                  "(rounded; default finetune.epochs)", integer=True),
+    "latency_target": ParamSpec(0.01, 1.0, False, "the latency ratio (model / baseline on "
+                                "the device) that per-layer allocation aims at, from the "
+                                "device's profile of the model; instead of filter_ratio"),
+    "allocation": ParamSpec(0.0, 1.0, False, "with latency_target: >= 0.5 chooses each "
+                            "group's filters from the device's profile and each group's "
+                            "sensitivity; < 0.5 keeps one fraction of every group, the largest "
+                            "that reaches the target (default: by the device)",
+                            choices=(0.0, 1.0)),
     "distill": ParamSpec(0.0, 1.0, False, ">= 0.5 fine-tunes by distilling from a teacher, "
                          "the baseline unless finetune.distill names another",
                          choices=(0.0, 1.0)),
@@ -57,11 +65,14 @@ class Schedule:
     int8: bool = False
     finetune_epochs: int = 0
     distill: bool = False  # fine-tune from a teacher's outputs too (finetune.distill)
+    latency_target: float | None = None  # per-layer allocation to this latency ratio
+    by_device: bool = True  # allocation by the device's profile (else one fraction for all)
     params: dict[str, float] = field(default_factory=dict)  # as given, for the record
 
     @property
     def prunes_filters(self) -> bool:
-        return any(r > 0 for r in self.filter_ratios.values())
+        target = self.latency_target is not None and self.latency_target < 1.0
+        return target or any(r > 0 for r in self.filter_ratios.values())
 
     def to_recipe(self, filter_layers: dict[str, float], fine_layers: list[str],
                   arch: str, dataset: str) -> dict[str, Any]:
@@ -157,8 +168,14 @@ def schedule_from_params(params: dict[str, Any], stages: tuple[str, ...],
                 raise UserError(f"params.{name}: the model has no stage {stage!r}; "
                                 f"stages: {valid}")
             ratios[stage] = value
+    target = values.get("latency_target")
+    if target is not None and ratios:
+        raise UserError("params.latency_target: not with filter_ratio" + (
+            "_<stage>" if "*" not in ratios else "") + ": per-layer allocation chooses every "
+            "layer's filters from the target")
     epochs = values.get("finetune_epochs")
     return Schedule(filter_ratios=ratios, fine_sparsity=values.get("fine_sparsity", 0.0),
                     int8=values.get("int8", 0.0) >= 0.5,
                     finetune_epochs=default_epochs if epochs is None else round(epochs),
-                    distill=values.get("distill", 0.0) >= 0.5, params=values)
+                    distill=values.get("distill", 0.0) >= 0.5, latency_target=target,
+                    by_device=values.get("allocation", 1.0) >= 0.5, params=values)

@@ -83,6 +83,7 @@ class TrialResult:
     int8: bool = False
     finetunes: bool = True  # False: the schedule removes nothing, so it fine-tunes nothing
     epoch_s: float | None = None  # the last epoch's seconds (phase epoch)
+    predicted_ratio: float | None = None  # what the device's profile predicted (allocation)
     probe: Probe | None = None
     deployed: Deployed | None = None
     replay: Replay | None = None
@@ -112,6 +113,8 @@ class TrialResult:
                    val_top1=self.val_top1, objective=self.objective)
         if self.epoch_s is not None:
             out["epoch_s"] = self.epoch_s
+        if self.predicted_ratio is not None:
+            out["predicted_ratio"] = self.predicted_ratio
         if self.deployed is not None:
             d = self.deployed
             out.update(epochs_run=d.epochs_run, val_top5=d.val_top5,
@@ -145,7 +148,7 @@ class TrialResult:
                    float(m["threshold_top1"]), None if top1 is None else float(top1),
                    int(m.get("epoch", 0)), int(m.get("finetune_epochs", 0)),
                    bool(m.get("int8", False)), bool(m.get("finetunes", True)),
-                   m.get("epoch_s"), probe, deployed, replay)
+                   m.get("epoch_s"), m.get("predicted_ratio"), probe, deployed, replay)
 
 
 def read_result(metrics: dict[str, Any] | None) -> TrialResult | None:

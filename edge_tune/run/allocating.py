@@ -1,0 +1,64 @@
+"""What per-layer allocation needs, prepared once per run before any trial plans: the model's
+groups, the device's profile of it (cached; measured at the benchmark actor, or on this
+machine for a one-trial command) and each group's sensitivity (measured on validation images
+here). A latency target the profile says cannot be reached is refused in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from edge_tune.catalog.splits import Splits
+from edge_tune.compression.allocation import Allocator
+from edge_tune.compression.baseline import cache_dir
+from edge_tune.compression.groups import structure
+from edge_tune.compression.profile import cached_profile, measure_profile, profile_key
+from edge_tune.compression.sensitivity import measure_sensitivity
+from edge_tune.config import Config
+from edge_tune.core.console import log_stderr
+from edge_tune.core.errors import UserError
+from edge_tune.edge import bench
+
+Log = Callable[[str], None]
+
+
+def profile_settings(settings: bench.BenchSettings) -> bench.BenchSettings:
+    """The profile's measurement: the configured settings, one session, no throughput."""
+    return dataclasses.replace(settings, fps_seconds=0.0, max_sessions=1)
+
+
+def prepare_allocator(config: Config, model: nn.Module, splits: Splits,
+                      identity: dict[str, str], measure: bench.Measure,
+                      log: Log = log_stderr) -> Allocator:
+    """The groups of ``model`` (the baseline), the device's profile of it and the groups'
+    sensitivity."""
+    example = torch.zeros(1, 3, config.data.image_size, config.data.image_size)
+    shape = structure(model, example)
+    if not shape.groups:
+        raise UserError(f"params.latency_target: torch-pruning finds no group of filters in "
+                        f"{config.model} to allocate; use filter_ratio (uniform)")
+    key = profile_key(config, identity, splits.num_classes)
+    folder = cache_dir(config).parent / "profiles"
+    cached = (folder / f"{key}.json").is_file()
+    log(f"device profile: {'cached' if cached else 'measuring'} {key} "
+        f"({len(shape.groups)} groups of filters)")
+    profile = cached_profile(folder, key,
+                             lambda: measure_profile(model, config, identity, measure))
+    log("sensitivity: each group alone at 25/50/75% of its filters removed")
+    sensitivity = measure_sensitivity(model, shape, splits, config)
+    return Allocator(shape, profile, sensitivity)
+
+
+def check_reachable(allocator: Allocator, lowest: float, int8_choices: tuple[bool, ...],
+                    multiple: int, key: str) -> None:
+    """A target of ``lowest`` the profile says no allocation reaches is a UserError naming
+    ``key`` and the fastest ratio it can reach."""
+    fastest = min(allocator.fastest(int8, multiple) for int8 in int8_choices)
+    if lowest < fastest:
+        device = allocator.profile.identity.get("device_name", "this device")
+        raise UserError(f"{key}: {lowest:g} cannot be reached on {device}: its profile "
+                        f"predicts at best {fastest:.3f} (every group at its floor"
+                        f"{', int8' if True in int8_choices else ''})")
