@@ -57,7 +57,7 @@ class Allocator:
 
     def fastest(self, int8: bool, multiple: int) -> float:
         """The lowest latency ratio allocation can reach: every group at its floor."""
-        return self.predict({g.name: _floor(g, multiple) for g in self.shape.groups}, int8)
+        return self.predict({g.name: min_kept(g, multiple) for g in self.shape.groups}, int8)
 
     def predict(self, kept: dict[str, int], int8: bool) -> float:
         """The latency ratio the profile predicts with ``kept`` filters per group."""
@@ -66,7 +66,8 @@ class Allocator:
                                int8)
 
 
-def _floor(group: Group, multiple: int) -> int:
+def min_kept(group: Group, multiple: int) -> int:
+    """The fewest filters ``group`` may keep: :data:`MIN_KEPT` of them, a whole multiple."""
     if group.width <= multiple:
         return group.width  # too narrow for the multiple: left whole
     least = max(1, math.ceil(MIN_KEPT * group.width))
@@ -85,7 +86,7 @@ def _greedy(allocator: Allocator, target: float, int8: bool, multiple: int) -> A
         best: tuple[float, str, int, float] | None = None  # (score, group, kept, ratio)
         for group in groups:
             smaller = kept[group.name] - _step(group, multiple)
-            if smaller < _floor(group, multiple):
+            if smaller < min_kept(group, multiple):
                 continue
             ratio = allocator.predict({**kept, group.name: smaller}, int8)
             saved = now - ratio
@@ -111,7 +112,7 @@ def _uniform(allocator: Allocator, target: float, int8: bool, multiple: int) -> 
             want = round(fraction * g.width)
             if multiple > 1 and g.width > multiple:
                 want = multiple * round(want / multiple)
-            out[g.name] = min(g.width, max(_floor(g, multiple), want))
+            out[g.name] = min(g.width, max(min_kept(g, multiple), want))
         return out
 
     low, high = MIN_KEPT, 1.0  # the kept fraction: the largest that reaches the target

@@ -72,22 +72,26 @@ def plan_compression(schedule: Schedule, model: nn.Module, config: Config,
     multiple = config.prune.channel_multiple
     if not isinstance(multiple, int):
         raise ValueError(f"prune.channel_multiple {multiple!r} was not resolved to a number")
-    allocation = None
-    whole: dict[str, str] = {}
     if schedule.latency_target is not None:
         if allocator is None:
             raise ValueError("a latency target needs the device's profile, prepared before "
                              "trials (edge_tune.run.allocating)")
         allocation = allocator.allocate(schedule.latency_target, schedule.int8,
                                         schedule.by_device, multiple)
-        ratios = allocator.ratios(allocation)
-    else:
-        ratios, whole = aligned_ratios(
-            filter_ratios(model, model_stages(config.model), schedule.filter_ratios),
-            widths(model), multiple)
+        return allocated_plan(schedule, allocation, allocator, model, config)
+    ratios, whole = aligned_ratios(
+        filter_ratios(model, model_stages(config.model), schedule.filter_ratios),
+        widths(model), multiple)
     recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
-    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole,
-                           allocation)
+    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole)
+
+
+def allocated_plan(schedule: Schedule, allocation: Allocation, allocator: Allocator,
+                   model: nn.Module, config: Config) -> CompressionPlan:
+    """The plan that keeps ``allocation``'s filters in every group."""
+    ratios = allocator.ratios(allocation)
+    recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
+    return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), {}, allocation)
 
 
 def compress(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config,
