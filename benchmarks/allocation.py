@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--random", type=int, default=10)
     parser.add_argument("--multiple", type=int, default=0, help="0: the measured one")
+    parser.add_argument("--device", default="cpu", help="where sensitivity and fine-tuning "
+                        "run (cuda on a GPU machine); export and benchmarks stay on the CPU")
     args = parser.parse_args()
     started = time.time()
     config = load_config(args.config)
@@ -94,7 +96,9 @@ def main() -> None:
     splits = load_data(config.data)
     val = arrays(splits.val)
     folder = Path(tempfile.mkdtemp(prefix="edge_tune_allocation-"))
-    base = prepare_baseline(config, splits, val, folder / "baseline", log=lambda _: None)
+    base = prepare_baseline(config, splits, val, folder / "baseline",
+                            log=lambda line: print(line, flush=True))
+    base.model.to(args.device)
     allocator = prepare_allocator(config, base.model, splits, bench.identity(config.bench),
                                   here(profile_settings(config.bench), per_layer=True),
                                   log=lambda line: print(line, flush=True))

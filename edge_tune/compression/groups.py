@@ -89,6 +89,7 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 def structure(model: nn.Module, example: torch.Tensor) -> Structure:
     """The groups of ``model``'s prunable convs (those filter pruning may cut, tied as
     torch-pruning ties them) and what reads each; convs it cannot trace are left out."""
+    example = example.to(next(model.parameters()).device)  # the model may be on a GPU
     modules = dict(model.named_modules())
     skipped: dict[str, str] = {}
     weights = tuple(f"{c}.weight" for c in conv_layers(model))

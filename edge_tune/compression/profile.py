@@ -116,6 +116,7 @@ def variants(model: nn.Module, config: Config, example: torch.Tensor, folder: Pa
 def measure_profile(model: nn.Module, config: Config, identity: dict[str, str],
                     measure: Measure) -> DeviceProfile:
     """The profile of ``model`` at ``config``'s input size, measured with ``measure``."""
+    model = copy.deepcopy(model).cpu().eval()  # variants are exported from CPU copies
     example = torch.zeros(1, 3, config.data.image_size, config.data.image_size)
     with tempfile.TemporaryDirectory(prefix="edge_tune_profile-") as folder:
         files, shares, totals = variants(model, config, example, Path(folder))

@@ -72,10 +72,10 @@ def test_auto_is_measured_once_and_recorded(tmp_path: Path) -> None:
     config = config_from_dict({"prune": {"channel_multiple": "auto"}, "data": {"image_size": 8}})
     seen: list[dict[str, Path]] = []
 
-    def measure(paths: dict[str, Path]) -> dict[str, float]:
+    def measure(paths: dict[str, Path]) -> dict[str, tuple[float, list]]:
         seen.append(dict(paths))
         assert all(p.is_file() for p in paths.values())
-        return {k: v for k, v in zip(paths, _steps(16, 1.6).values(), strict=True)}
+        return {k: (v, []) for k, v in zip(paths, _steps(16, 1.6).values(), strict=True)}
 
     resolved, measured = resolve_multiple(config, measure)
     assert resolved.prune.channel_multiple == 16 and measured is not None
