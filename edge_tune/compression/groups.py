@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from edge_tune.compression.layers import conv_layers
+from edge_tune.compression.layers import conv_layers, forward_once
 from edge_tune.compression.thinning import part_of, parts, tie_filters
 
 
@@ -72,17 +72,9 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
                 found[name] = int(module.in_features) * int(module.out_features)
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
+    forward_once(model, example, [m.register_forward_hook(hook(n))
+                                  for n, m in model.named_modules()
+                                  if isinstance(m, nn.Conv2d | nn.Linear)])
     return found
 
 

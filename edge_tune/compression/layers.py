@@ -4,6 +4,9 @@ when asked) and the convs fine-grained pruning zeroes."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import nn
 
 from edge_tune.core.errors import UserError
@@ -83,3 +86,17 @@ def check_multiple(model: nn.Module, multiple: int | str, name: str) -> None:
     if isinstance(multiple, int) and multiple > widest:
         raise UserError(f"prune.channel_multiple: {multiple} is wider than every conv filter "
                         f"pruning may cut in {name} (the widest has {widest} filters)")
+
+
+def forward_once(model: nn.Module, example: torch.Tensor, handles: list[Any]) -> None:
+    """One forward pass of ``example`` in eval mode without gradients (what the hooks behind
+    ``handles`` watch); the model's mode restored and the hooks removed after."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()

@@ -17,6 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edge_tune.compression.layers import forward_once
 from edge_tune.compression.structures import Tied, group_dim, group_scores
 from edge_tune.core.errors import first_line
 
@@ -78,16 +79,8 @@ def _inputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
                 seen.setdefault(name, args[0])
         return hook
 
-    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in model.named_modules() if n]
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(training)
-        for handle in hooks:
-            handle.remove()
+    forward_once(model, example, [m.register_forward_pre_hook(keep(n))
+                                  for n, m in model.named_modules() if n])
     return seen
 
 
