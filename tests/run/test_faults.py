@@ -125,7 +125,9 @@ def test_benchmark_in_flight_when_the_actor_dies_is_retried(tmp_path: Path) -> N
 def test_max_failures_retries_a_trial_whose_worker_was_killed(tmp_path: Path,
                                                               small_config: dict) -> None:
     out = tmp_path / "run"
-    config = _tune_config(tmp_path, small_config, tune={"max_failures": 1})
+    # 32 px: a trial fine-tunes for seconds, long enough to be caught at it
+    config = _tune_config(tmp_path, small_config, tune={"max_failures": 1},
+                          data={"image_size": 32})
     run = Tune("--config", config, "--num-samples", "2", "--seed", "3", "--no-wandb",
                "--output", str(out))
     try:
