@@ -101,6 +101,8 @@ def main() -> None:
     base.model.to(args.device)
     allocator = prepare_allocator(config, base.model, splits, bench.identity(config.bench),
                                   here(profile_settings(config.bench), per_layer=True),
+                                  # arms at a target neither can reach would compare nothing
+                                  min(args.targets), (False,), "--targets",
                                   log=lambda line: print(line, flush=True))
 
     # 2. predictions against direct measurements

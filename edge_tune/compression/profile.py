@@ -120,7 +120,7 @@ def measure_profile(model: nn.Module, config: Config, identity: dict[str, str],
     example = torch.zeros(1, 3, config.data.image_size, config.data.image_size)
     with tempfile.TemporaryDirectory(prefix="edge_tune_profile-") as folder:
         files, shares, totals = variants(model, config, example, Path(folder))
-        names = {k: node_layers(folder + f"/f32_{k.split('_')[1]}.onnx") for k in files}
+        names = {str(kept): node_layers(files[f"f32_{kept}"]) for kept in KEPT}
         measured = measure(files)
     layers: dict[str, dict[str, list[tuple[float, float]]]] = {p: {} for p in PRECISIONS}
     other: dict[str, list[tuple[float, float]]] = {p: [] for p in PRECISIONS}
@@ -128,7 +128,7 @@ def measure_profile(model: nn.Module, config: Config, identity: dict[str, str],
     parts: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for name, (ms, rows) in measured.items():  # KEPT order, f32 and int8 alternating
         precision, kept = name.split("_")
-        by_layer = layer_ms(rows, names[name])
+        by_layer = layer_ms(rows, names[kept])  # an int8 IR keeps its ONNX's node names
         latency[precision].append(ms)
         parts[precision].append(sum(by_layer.values()))
         other[precision].append((totals[kept], by_layer.pop(OTHER, 0.0)))

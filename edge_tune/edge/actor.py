@@ -96,6 +96,7 @@ class BenchActor:
         :func:`edge_tune.run.cluster.start_actors`)."""
         bench.check_device(settings.device)
         self.settings = settings
+        self.identity = bench.identity(settings)  # what its measurements depend on
         self.folder = Path(tempfile.mkdtemp(prefix="edge_tune_bench-"))
         # the baseline's files (up to 0.5 GB for AlexNet) go with the actor, or at exit
         weakref.finalize(self, shutil.rmtree, str(self.folder), True)
@@ -207,7 +208,7 @@ class BenchActor:
                 "node_ip": ray.util.get_node_ip_address() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls,
-                "identity": bench.identity(self.settings)}
+                "identity": self.identity}
 
 
 class Metrics:

@@ -31,25 +31,32 @@ def profile_settings(settings: bench.BenchSettings) -> bench.BenchSettings:
 
 
 def prepare_allocator(config: Config, model: nn.Module, splits: Splits,
-                      identity: dict[str, str], measure: bench.Measure,
+                      identity: dict[str, str], measure: bench.Measure, lowest: float,
+                      int8_choices: tuple[bool, ...], key: str,
                       log: Log = log_stderr) -> Allocator:
     """The groups of ``model`` (the baseline), the device's profile of it and the groups'
-    sensitivity."""
+    sensitivity; a target of ``lowest`` (``key``: where it was asked for, with int8 on or off
+    as ``int8_choices`` allow) that the profile says no allocation reaches is refused."""
+    multiple = config.prune.channel_multiple
+    if not isinstance(multiple, int):
+        raise ValueError(f"prune.channel_multiple {multiple!r} was not resolved to a number")
     example = torch.zeros(1, 3, config.data.image_size, config.data.image_size)
     shape = structure(model, example)
     if not shape.groups:
         raise UserError(f"params.latency_target: torch-pruning finds no group of filters in "
                         f"{config.model} to allocate; use filter_ratio (uniform)")
-    key = profile_key(config, identity, splits.num_classes)
+    cached_as = profile_key(config, identity, splits.num_classes)
     folder = cache_dir(config).parent / "profiles"
-    cached = (folder / f"{key}.json").is_file()
-    log(f"device profile: {'cached' if cached else 'measuring'} {key} "
+    cached = (folder / f"{cached_as}.json").is_file()
+    log(f"device profile: {'cached' if cached else 'measuring'} {cached_as} "
         f"({len(shape.groups)} groups of filters)")
-    profile = cached_profile(folder, key,
+    profile = cached_profile(folder, cached_as,
                              lambda: measure_profile(model, config, identity, measure))
     log("sensitivity: each group alone at 25/50/75% of its filters removed")
     sensitivity = measure_sensitivity(model, shape, splits, config)
-    return Allocator(shape, profile, sensitivity)
+    allocator = Allocator(shape, profile, sensitivity)
+    check_reachable(allocator, lowest, int8_choices, multiple, key)
+    return allocator
 
 
 def check_reachable(allocator: Allocator, lowest: float, int8_choices: tuple[bool, ...],

@@ -26,6 +26,7 @@ from edge_tune.core.environment import wandb_mode
 from edge_tune.run.cluster import describe
 from edge_tune.run.ledger import TRIALS, Status, TrialRow, append, trial_row
 from edge_tune.search.params import format_params
+from edge_tune.search.result import read_result
 from edge_tune.search.stopping import EarlyStop
 
 
@@ -68,8 +69,7 @@ class TrialLog(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
-        row = row_of(trial, "completed")
-        result = row.result
+        result = read_result(trial.last_result)
         if result is None or result.phase != "done":
             row = row_of(trial, "stopped", reason=self.stopper.reasons.get(trial.trial_id))
             append(Path(self.ledger), row)
@@ -78,7 +78,7 @@ class TrialLog(Callback):
                        f"{format_params(trial.config)} -> {speedup:.2f}x, "
                        f"stopped: {row.reason}")
             return
-        append(Path(self.ledger), row)
+        append(Path(self.ledger), row_of(trial, "completed"))
         self.best = min(self.best, result.objective)
         self._set_gauge(self.best)
         probe = result.probe

@@ -36,7 +36,7 @@ from edge_tune.core.console import log_stderr
 from edge_tune.edge import bench
 from edge_tune.edge.actor import BenchActor, BenchCall, Measurement, model_files
 from edge_tune.edge.verify import table
-from edge_tune.run.allocating import check_reachable, prepare_allocator, profile_settings
+from edge_tune.run.allocating import prepare_allocator, profile_settings
 from edge_tune.run.measuring import here
 from edge_tune.search.params import Schedule, schedule_from_params
 
@@ -127,10 +127,9 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
     allocator = None
     if schedule.latency_target is not None:
         allocator = prepare_allocator(config, base.model, splits, bench.identity(config.bench),
-                                      here(profile_settings(config.bench), per_layer=True))
-        assert isinstance(config.prune.channel_multiple, int)  # resolved above
-        check_reachable(allocator, schedule.latency_target, (schedule.int8,),
-                        config.prune.channel_multiple, "params.latency_target")
+                                      here(profile_settings(config.bench), per_layer=True),
+                                      schedule.latency_target, (schedule.int8,),
+                                      "params.latency_target")
     plan = plan_compression(schedule, base.model, config, allocator)
     teacher = teacher_for(config.finetune.distill, base.model, splits.num_classes) \
         if schedule.distill else None  # base.model itself is never trained

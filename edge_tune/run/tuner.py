@@ -30,7 +30,7 @@ from edge_tune.config import Config, config_to_dict
 from edge_tune.core.console import log_stderr
 from edge_tune.core.environment import quiet_tune, wandb_environment
 from edge_tune.core.errors import UserError, work_started
-from edge_tune.run.allocating import check_reachable, prepare_allocator, profile_settings
+from edge_tune.run.allocating import prepare_allocator, profile_settings
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
@@ -109,12 +109,10 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     if "latency_target" in space.bounds:
         allocator = prepare_allocator(
             config, base.model, splits, actor_info[0]["identity"],
-            on_actor(actors[0], pinned, profile_settings(config.bench), per_layer=True))
-        assert isinstance(config.prune.channel_multiple, int)  # resolved above
-        check_reachable(allocator, space.bounds["latency_target"][0],
-                        tuple(v >= 0.5 for v in space.bounds.get("int8", (0.0, 0.0))),
-                        config.prune.channel_multiple,
-                        "search_space.parameters.latency_target")
+            on_actor(actors[0], pinned, profile_settings(config.bench), per_layer=True),
+            space.bounds["latency_target"][0],
+            tuple(v >= 0.5 for v in space.bounds.get("int8", (0.0, 0.0))),
+            "search_space.parameters.latency_target")
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator)
