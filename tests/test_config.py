@@ -34,6 +34,9 @@ def test_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     ({"data": {"name": "mnist"}}, "data.name: unknown 'mnist'"),
     ({"data": 3}, "data.: expected a mapping, got 3"),
     ({"data": {"download": "yes"}}, "data.download: expected true or false, got 'yes'"),
+    ({"quantize": {"max_drop": -1}}, "quantize.max_drop: expected 0 <= x <= 100, got -1"),
+    ({"quantize": {"keep_slower_int8": 1}},
+     "quantize.keep_slower_int8: expected true or false, got 1"),
 ])
 def test_bad_values_name_their_yaml_path(raw: dict, message: str) -> None:
     with pytest.raises(UserError) as err:

@@ -91,6 +91,13 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
                                       or "under the threshold" in row["reason"])
             assert f"{row['id']}: " in result.stderr and "stopped: " in result.stderr
     completed = [r for r in rows if r["status"] == "completed"]
+    # an int8 trial's graph was measured beside its float twin; int8 was deployed only where
+    # it ran faster (quantize.keep_slower_int8 is off)
+    for row in rows:
+        ratio = row["metrics"].get("int8_vs_float")
+        assert (ratio is not None) == (row["params"].get("int8", 0) >= 0.5), row
+        if ratio is not None:
+            assert ratio > 0 and row["metrics"]["int8"] == (ratio <= 1.0), row
     # the hand-made starting point ran, as given (two trials start at once: order is free)
     assert {"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0} in [r["params"] for r in rows]
     best = summary["best"]

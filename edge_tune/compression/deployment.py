@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from edge_tune.catalog.splits import Splits, take
 from edge_tune.compression.export import count_macs, export_onnx, weight_stats
-from edge_tune.compression.quantize import Int8Options, quantize
+from edge_tune.compression.quantize import Int8Options, quantize, quantize_controlled
 from edge_tune.compression.train import topk_accuracy
 from edge_tune.config import Config
 from edge_tune.edge import bench
@@ -59,6 +59,8 @@ class Artifact:
     precision: str  # OpenVINO's inference precision the accuracy ran at (int8 layers: int8)
     thinned: dict[str, dict[str, int]] = field(default_factory=dict)  # extension -> removed
     skipped: dict[str, str] = field(default_factory=dict)  # conv asked to shrink -> why not
+    # int8 under quantize.max_drop: the compute layers NNCF returned to float to keep top-1
+    float_layers: list[str] = field(default_factory=list)
 
 
 def deploy(model: nn.Module, int8: bool | Int8Options, splits: Splits, config: Config,
@@ -77,18 +79,28 @@ def deploy(model: nn.Module, int8: bool | Int8Options, splits: Splits, config: C
     onnx_path = export_onnx(cpu_model, example, out / f"{name}.onnx", fold=not fake_quantised)
     timings["export_s"] = time.perf_counter() - start
     deployed = onnx_path
+    in_float: list[str] = []
     if int8:
         start = time.perf_counter()
-        calibration, _ = arrays(splits.train, config.quantize.calibration_images)
+        q = config.quantize
         options = int8 if isinstance(int8, Int8Options) else None
-        deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration, options=options)
+        if q.max_drop is None:
+            calibration, _ = arrays(splits.train, q.calibration_images)
+            deployed = quantize(onnx_path, out / f"{name}_int8.xml", calibration,
+                                options=options)
+        else:  # control images follow the calibration ones: none is both
+            images, labels = arrays(splits.train, q.calibration_images + q.control_images)
+            deployed, in_float = quantize_controlled(
+                onnx_path, out / f"{name}_int8.xml", images[:q.calibration_images],
+                (images[q.calibration_images:], labels[q.calibration_images:]), q.max_drop,
+                options)
         timings["quantize_s"] = time.perf_counter() - start
     start = time.perf_counter()
     checks = verify(weight_stats(cpu_model), baseline_shapes, onnx_path, deployed)
     top1, top5 = deployed_accuracy(deployed, test, config.bench)
     timings["verify_eval_s"] = time.perf_counter() - start
     return Artifact(onnx_path, deployed, top1, top5, macs, n_params, checks, timings,
-                    config.bench.precision)
+                    config.bench.precision, float_layers=in_float)
 
 
 def deploy_graph(model: nn.Module, int8: bool, image_size: int, out: Path,

@@ -9,6 +9,7 @@ then fine-tuning with the masks held); :func:`build` also deploys the result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -84,6 +85,14 @@ def plan_compression(schedule: Schedule, model: nn.Module, config: Config,
         widths(model), multiple)
     recipe = schedule.to_recipe(ratios, fine_layers(model), config.model, config.data.name)
     return CompressionPlan(schedule, ratios, recipe, recipe_from_dict(recipe), whole)
+
+
+def in_float(plan: CompressionPlan) -> CompressionPlan:
+    """The same plan without int8: the graph it removes filters from, deployed in float."""
+    schedule = dataclasses.replace(plan.schedule, int8=False)
+    recipe = {k: v for k, v in plan.recipe.items() if k != "quantizers"}
+    return dataclasses.replace(plan, schedule=schedule, recipe=recipe,
+                               loaded=recipe_from_dict(recipe))
 
 
 def allocated_plan(schedule: Schedule, allocation: Allocation, allocator: Allocator,

@@ -94,3 +94,55 @@ def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray,
     out = Path(dst).with_suffix(".xml")
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out
+
+
+def quantize_controlled(src: str | Path, dst: str | Path, calibration: np.ndarray,
+                        validation: tuple[np.ndarray, np.ndarray], max_drop: float,
+                        options: Int8Options | None = None) -> tuple[Path, list[str]]:
+    """int8 that loses at most ``max_drop`` points of top-1 against float on ``validation``
+    ((N, C, H, W) float32 images and their labels): NNCF's accuracy-controlled quantisation
+    quantises as :func:`quantize` does, then returns the layers that cost most to float
+    until the drop holds (or nothing is left to return). The IR's path and its compute
+    layers (convolutions, matrix products) that run in float, by torch name where known."""
+    options = options or Int8Options()
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    import nncf  # heavy: only when a model is quantised
+
+    model = ov.Core().read_model(str(src))
+    samples = [calibration[i:i + 1] for i in range(len(calibration))]
+    items = [(validation[0][i:i + 1], int(validation[1][i])) for i in range(len(validation[1]))]
+
+    def top1(compiled: ov.CompiledModel, data: object) -> tuple[float, list[float]]:
+        hits = [float(np.argmax(compiled(x)[0]) == y) for x, y in data]  # type: ignore[attr-defined]
+        return float(np.mean(hits)), hits
+
+    extra: dict[str, object] = {}
+    if options.asymmetric_activations:
+        extra["preset"] = nncf.QuantizationPreset.MIXED
+    if options.float_layers or options.int8_layers is not None:
+        extra["ignored_scope"] = _ignored(src, options)
+    quantized = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(samples), nncf.Dataset(items, lambda item: item[0]), top1,
+        max_drop=max_drop / 100, subset_size=len(samples),
+        advanced_quantization_parameters=_advanced(options, True), **extra)
+    out = Path(dst).with_suffix(".xml")
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    nodes = node_layers(src)  # ONNX node -> torch layer; OpenVINO appends /WithoutBiases
+    return out, [nodes.get(name.removesuffix("/WithoutBiases"), name)
+                 for name in float_layers(quantized)]
+
+
+COMPUTE = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def float_layers(model: ov.Model) -> list[str]:
+    """The compute ops of an OpenVINO model that no FakeQuantize feeds, directly or through
+    one node (a weight's Reshape or Convert): they run in float."""
+    def quantised(source: ov.Output) -> bool:
+        node = source.get_node()
+        return node.get_type_name() == "FakeQuantize" or any(
+            i.get_node().get_type_name() == "FakeQuantize" for i in node.input_values())
+
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in COMPUTE and not any(map(quantised, op.input_values()))]
+

@@ -26,7 +26,7 @@ from edge_tune.core.environment import wandb_mode
 from edge_tune.run.cluster import describe
 from edge_tune.run.ledger import TRIALS, Status, TrialRow, append, trial_row
 from edge_tune.search.params import format_params
-from edge_tune.search.result import read_result
+from edge_tune.search.result import TrialResult, read_result
 from edge_tune.search.stopping import EarlyStop
 
 
@@ -86,12 +86,21 @@ class TrialLog(Callback):
         log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
                    f"{format_params(trial.config)} -> validation top-1 {result.val_top1:.2f}%, "
                    f"{probe.latency_ms:.3f} ms, {probe.speedup:.2f}x, objective "
-                   f"{result.objective:.3f}")
+                   f"{result.objective:.3f}{precision_note(result)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         append(Path(self.ledger), row_of(trial, "error", error_line(trial)))
         log_stderr(f"trial {trial.trial_id} failed (its error is in {TRIALS}); the "
                    "experiment goes on")
+
+
+def precision_note(result: TrialResult) -> str:
+    """What the console adds when an int8 trial's device ran int8 slower than float."""
+    ratio = result.int8_vs_float
+    if ratio is None or ratio <= 1.0:
+        return ""
+    kept = "kept int8 as asked" if result.int8 else "deployed in float"
+    return f" (int8 ran {ratio:.2f}x float's latency on this graph: {kept})"
 
 
 def error_line(trial: Any) -> str:

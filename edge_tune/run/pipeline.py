@@ -143,7 +143,8 @@ def run_trial(config: Config, params: dict[str, Any], out: Path,
              "channel_multiple": config.prune.channel_multiple,
              "channel_jumps": measured.jumps if measured else None,
              "schedule": schedule.params, "finetune_epochs": schedule.finetune_epochs,
-             "int8": schedule.int8, "distill": asdict(config.finetune.distill)
+             "int8": schedule.int8, "int8_float_layers": artifact.float_layers,
+             "distill": asdict(config.finetune.distill)
              if schedule.distill else None, "recipe": str(out / "schedule.yaml")}
     return record(config, base, artifact, out, compression, extra, started)
 

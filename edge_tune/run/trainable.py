@@ -28,7 +28,13 @@ from edge_tune.catalog.models import model_stages
 from edge_tune.catalog.splits import Splits, take
 from edge_tune.compression.deployment import Artifact, Images, arrays, deploy_graph
 from edge_tune.compression.distill import Teacher, teacher_for
-from edge_tune.compression.plan import CompressionPlan, build, compress, plan_compression
+from edge_tune.compression.plan import (
+    CompressionPlan,
+    build,
+    compress,
+    in_float,
+    plan_compression,
+)
 from edge_tune.compression.train import device_for, evaluate, set_threads
 from edge_tune.config import Config
 from edge_tune.edge import bench
@@ -65,17 +71,19 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
                           splits.num_classes) if schedule.distill else None
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
     try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
-        measured, latency = probe_latency(model, plan, splits, context, out)
+        measured, latency, plan = probe_latency(model, plan, splits, context, out)
         tune.report(latency.metrics())
         artifact, epochs_run = fine_tune(model, plan, splits, context, out, val, latency,
                                          teacher)
+        if artifact.float_layers:  # int8 under quantize.max_drop: not the probe's graph
+            measured, latency = remeasure(artifact, context, latency)
         result = dataclasses.replace(
             latency, phase="done", epoch=epochs_run, val_top1=artifact.top1,
             deployed=Deployed(artifact.top5, context.baseline_top1, artifact.macs,
                               artifact.params, all(c.reached for c in artifact.verification),
                               epochs_run, time.time() - started,
                               str(device_for(model)),  # where it was compressed, trained
-                              artifact.timings))
+                              artifact.timings, len(artifact.float_layers)))
         write_files(artifact, plan, measured, out)
         tune.report(result.metrics(), checkpoint=tune.Checkpoint.from_directory(str(out)))
     finally:
@@ -92,10 +100,13 @@ def load_splits(config: Config) -> tuple[Splits, Images]:
 
 
 def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
-                  context: TrialContext, out: Path) -> tuple[BenchCall, TrialResult]:
+                  context: TrialContext, out: Path
+                  ) -> tuple[BenchCall, TrialResult, CompressionPlan]:
     """Compress a copy of ``model`` without fine-tuning, deploy its graph (int8 calibrated on
     :data:`PROBE_CALIBRATION` images), benchmark it at the actor against the baseline: the
-    measurement (ms, batch 1) and the trial's first report (phase ``latency``)."""
+    measurement (ms, batch 1), the trial's first report (phase ``latency``) and the plan to
+    carry out (an int8 graph slower than its float twin: the plan in float, see
+    :func:`faster_precision`)."""
     asked = time.time()
     probe = copy.deepcopy(model)
     compress(probe, plan, splits, context.config, log=lambda _: None, finetune=False)
@@ -105,11 +116,16 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
                          arrays(splits.train, PROBE_CALIBRATION)[0])
     graph_s = time.time() - asked
     del probe
+    models = {"model": model_files(graph)}
+    if plan.schedule.int8:  # the same graph in float, measured in the same session
+        models["float"] = model_files(graph.with_name("probe.onnx"))
     asked = time.time()
-    measured = ray.get(pick_actor(context.actors).benchmark.remote(
-        model_files(graph), baseline=list(context.bench_baseline)))
+    measured = ray.get(pick_actor(context.actors).benchmark_set.remote(
+        models, baseline=list(context.bench_baseline)))
     for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
         probe_file.unlink()
+    measured, plan, int8_vs_float = faster_precision(
+        measured, plan, context.config.quantize.keep_slower_int8)
     model_m, base_m = measured.models["model"], measured.baseline
     speedup = measured.speedup()
     figures = Probe(
@@ -122,7 +138,43 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
         "latency", 1 / speedup, context.threshold_top1,
         finetune_epochs=plan.schedule.finetune_epochs, int8=plan.schedule.int8,
         finetunes=plan.finetunes, probe=figures,
-        predicted_ratio=plan.allocation.predicted if plan.allocation else None)
+        predicted_ratio=plan.allocation.predicted if plan.allocation else None,
+        int8_vs_float=int8_vs_float), plan
+
+
+def remeasure(artifact: Artifact, context: TrialContext, latency: TrialResult
+              ) -> tuple[BenchCall, TrialResult]:
+    """The deployed model benchmarked at the actor (its graph is not the probe's: int8 left
+    layers in float), and the trial's latency figures replaced by what it measured."""
+    asked = time.time()
+    measured = ray.get(pick_actor(context.actors).benchmark.remote(
+        model_files(artifact.deployed), baseline=list(context.bench_baseline)))
+    model_m, base_m = measured.models["model"], measured.baseline
+    assert latency.probe is not None  # the probe ran first
+    probe = dataclasses.replace(
+        latency.probe, latency_ms=model_m.latency_ms, latency_p90_ms=model_m.latency_p90_ms,
+        fps=model_m.fps, cv=model_m.cv, ratio_cv=model_m.ratio_cv,
+        bench_sessions=model_m.sessions, baseline_latency_ms=base_m.latency_ms,
+        speedup=measured.speedup(), bench_wait_s=measured.started - asked,
+        bench_call=measured.call, bench_start=measured.started, bench_end=measured.ended)
+    return measured, dataclasses.replace(latency, latency_ratio=1 / measured.speedup(),
+                                         probe=probe)
+
+
+def faster_precision(measured: BenchCall, plan: CompressionPlan, keep_slower: bool
+                     ) -> tuple[BenchCall, CompressionPlan, float | None]:
+    """An int8 probe measured beside its float twin: int8's median latency over float's (None
+    without int8), and, when int8 ran slower and ``keep_slower`` is off, the float
+    measurement and plan in its place (what the searcher then learns for these parameters
+    is the faster of the two: int8 buys nothing on this graph)."""
+    if "float" not in measured.models:
+        return measured, plan, None
+    int8_m, float_m = measured.models["model"], measured.models["float"]
+    int8_vs_float = int8_m.latency_ms / float_m.latency_ms
+    if int8_vs_float <= 1.0 or keep_slower:
+        return dataclasses.replace(measured, models={"model": int8_m}), plan, int8_vs_float
+    return dataclasses.replace(measured, models={"model": float_m}), in_float(plan), \
+        int8_vs_float
 
 
 def fine_tune(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,

@@ -197,6 +197,9 @@ def collect(rows: list[TrialRow], out: Path, base: Baseline, threshold_top1: flo
         "seconds_saved_by_stopping": seconds_saved(rows),
         "trials_replayed": sum(1 for r in done + halted if r.result and r.result.replay),
         "trials_feasible": sum(1 for r in results if r.feasible), "best": None,
+        # int8 asked, the device ran its int8 graph slower than float: float deployed
+        "trials_int8_slower": sum(1 for r in done + halted if r.result and
+                                  (r.result.int8_vs_float or 0.0) > 1.0),
     }
     if best is not None and best.result is not None and best.result.probe is not None \
             and best.result.deployed is not None:
@@ -239,6 +242,10 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
           f"threshold), {summary['trials_stopped']} stopped early (about "
           f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
           f"{summary['trials_errored']} errored")
+    if summary.get("trials_int8_slower"):
+        print(f"int8 ran slower than float on the graphs of {summary['trials_int8_slower']} "
+              "trial(s): those were deployed in float (quantize.keep_slower_int8: true keeps "
+              "int8; int8_vs_float in trials.jsonl)")
     if summary.get("pareto"):
         print("\n".join(front_lines(summary["pareto"], summary["threshold"]["top1"])))
     print(f"run directory: {out} (summary.json, {TRIALS}, {FRONT}, best/)")

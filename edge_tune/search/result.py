@@ -59,6 +59,7 @@ class Deployed:
     trial_s: float  # the whole trial
     trial_device: str  # where it was compressed and fine-tuned (cpu, cuda:0)
     timings: dict[str, float] = field(default_factory=dict)  # TIMINGS that ran
+    float_layers: int = 0  # compute layers int8 left in float (quantize.max_drop)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class TrialResult:
     finetunes: bool = True  # False: the schedule removes nothing, so it fine-tunes nothing
     epoch_s: float | None = None  # the last epoch's seconds (phase epoch)
     predicted_ratio: float | None = None  # what the device's profile predicted (allocation)
+    # int8 asked: the int8 graph's median latency / the same graph's in float, one session
+    # (> 1: int8 ran slower, and float was deployed unless quantize.keep_slower_int8)
+    int8_vs_float: float | None = None
     probe: Probe | None = None
     deployed: Deployed | None = None
     replay: Replay | None = None
@@ -115,12 +119,15 @@ class TrialResult:
             out["epoch_s"] = self.epoch_s
         if self.predicted_ratio is not None:
             out["predicted_ratio"] = self.predicted_ratio
+        if self.int8_vs_float is not None:
+            out["int8_vs_float"] = self.int8_vs_float
         if self.deployed is not None:
             d = self.deployed
             out.update(epochs_run=d.epochs_run, val_top5=d.val_top5,
                        baseline_val_top1=d.baseline_val_top1, feasible=self.feasible,
                        macs=d.macs, params=d.params, reached=d.reached, trial_s=d.trial_s,
-                       **d.timings, trial_device=d.trial_device)
+                       **d.timings, trial_device=d.trial_device,
+                       int8_float_layers=d.float_layers)
         if self.replay is not None:
             out.update(replayed_from=self.replay.from_id,
                        replayed_checkpoint=self.replay.checkpoint,
@@ -140,7 +147,7 @@ class TrialResult:
             deployed = Deployed(
                 m["val_top5"], m["baseline_val_top1"], int(m["macs"]), int(m["params"]),
                 bool(m["reached"]), int(m["epochs_run"]), m["trial_s"], m["trial_device"],
-                {k: m[k] for k in TIMINGS if k in m})
+                {k: m[k] for k in TIMINGS if k in m}, int(m.get("int8_float_layers", 0)))
         replay = Replay(m["replayed_from"], m.get("replayed_checkpoint", ""),
                         m.get("stopped_reason", "")) if "replayed_from" in m else None
         top1 = m.get("val_top1")
@@ -148,7 +155,8 @@ class TrialResult:
                    float(m["threshold_top1"]), None if top1 is None else float(top1),
                    int(m.get("epoch", 0)), int(m.get("finetune_epochs", 0)),
                    bool(m.get("int8", False)), bool(m.get("finetunes", True)),
-                   m.get("epoch_s"), m.get("predicted_ratio"), probe, deployed, replay)
+                   m.get("epoch_s"), m.get("predicted_ratio"), m.get("int8_vs_float"), probe,
+                   deployed, replay)
 
 
 def read_result(metrics: dict[str, Any] | None) -> TrialResult | None:

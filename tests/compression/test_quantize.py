@@ -90,3 +90,34 @@ def test_a_recipes_int8_options_leave_layers_in_float(tmp_path: Path) -> None:
     conv1 = next(name for name in every if "conv1" in name)
     assert every[fc] > 0 and no_fc[fc] == 0 and no_fc[conv1] == every[conv1] > 0
     assert only[conv1] == 0 and only[fc] == 0 and sum(only.values()) > 0
+
+
+def test_accuracy_controlled_int8_returns_layers_to_float_until_top1_holds(
+        tmp_path: Path) -> None:
+    """An untrained model's logits lie close together, so plain int8 flips predictions; with
+    no drop allowed, NNCF returns layers to float until top-1 on the control images holds."""
+    from edge_tune.compression.quantize import float_layers, quantize_controlled
+
+    torch.manual_seed(0)
+    onnx = export_onnx(create_model("simple_cnn", 10).eval(), torch.zeros(1, 3, 16, 16),
+                       tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    core = ov.Core()
+    f32 = core.compile_model(str(onnx), "CPU", F32)
+    labels = np.array([int(np.argmax(f32(x[None])[0])) for x in images])  # float: 100%
+    plain = quantize(onnx, tmp_path / "plain.xml", images[:16])
+
+    def top1(path: Path) -> float:
+        compiled = core.compile_model(str(path), "CPU", F32)
+        return float(np.mean([np.argmax(compiled(x[None])[0]) == y
+                              for x, y in zip(images[16:], labels[16:], strict=True)]))
+
+    assert top1(plain) < 1.0  # plain int8 loses some: the case the option is for
+    assert float_layers(core.read_model(str(plain))) == []  # every layer in int8
+    kept, in_float = quantize_controlled(onnx, tmp_path / "kept.xml", images[:16],
+                                         (images[16:], labels[16:]), max_drop=0.0)
+    assert top1(kept) == 1.0 and in_float  # no drop: some layers went back to float
+    assert len(in_float) == len(float_layers(core.read_model(str(kept))))
+    assert set(in_float) <= {"conv1", "conv2", "conv3", "fc"}  # by their torch names
+    assert len(in_float) < len(_quantised_inputs(onnx))  # not simply all of them
