@@ -1,13 +1,13 @@
 """int8 against float on one compressed model: plain post-training int8, NNCF's
 accuracy-controlled int8 (``quantize.max_drop``), and the float model, measured side by side.
 
-    python -m benchmarks.int8 --config FILE --params JSON [--max-drop 0.5 1.0]
+    python -m benchmarks.int8 --config FILE [FILE ...] --params JSON [--max-drop 0.5 1.0]
 
 The model is compressed and fine-tuned once as a trial would (``--params`` without int8), then
 deployed in float, in plain int8 and under each ``--max-drop`` (points of top-1 against float,
 on ``quantize.control_images`` training images). Validation top-1 as OpenVINO runs each, and
 latency (ms, batch 1; median and p90) of all of them and the baseline in one interleaved
-session. Writes the section "int8 against float" of BENCHMARKS.md.
+session. One table per config; writes the section "int8 against float" of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -31,15 +31,11 @@ from edge_tune.run.pipeline import prepare
 from edge_tune.search.params import schedule_from_params
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--params", default='{"filter_ratio": 0.5, "finetune_epochs": 2}')
-    parser.add_argument("--max-drop", type=float, nargs="+", default=[0.5, 1.0])
-    args = parser.parse_args()
+def compare(config_path: str | None, params: dict[str, float],
+            drops: list[float]) -> str:
+    """One config's table (see the module docstring)."""
     started = time.time()
-    config = load_config(args.config)
-    params = {**json.loads(args.params), "int8": 0.0}
+    config = load_config(config_path)
     folder = Path(tempfile.mkdtemp(prefix="edge_tune_int8-"))
     splits, _, base = prepare(config, folder / "baseline")
     val = arrays(splits.val)
@@ -57,13 +53,14 @@ def main() -> None:
     start = time.perf_counter()
     deployed["int8"] = quantize(artifact.onnx_path, folder / "int8.xml", calibration)
     seconds["int8"], in_float["int8"] = time.perf_counter() - start, 0
-    for drop in args.max_drop:
+    for drop in drops:
         name = f"int8, max_drop {drop:g}"
         start = time.perf_counter()
         deployed[name], layers = quantize_controlled(
             artifact.onnx_path, folder / f"controlled_{drop:g}.xml", calibration, control, drop)
         seconds[name], in_float[name] = time.perf_counter() - start, len(layers)
-        print(f"{name}: {len(layers)} layer(s) in float, {seconds[name]:.1f} s", flush=True)
+        print(f"{name}: {len(layers)} layer(s) in float ({', '.join(layers)}), "
+              f"{seconds[name]:.1f} s", flush=True)
     top1 = {name: deployed_accuracy(path, val, config.bench)[0]
             for name, path in deployed.items()}
     base_top1 = deployed_accuracy(base.artifact.deployed, val, config.bench)[0]
@@ -80,12 +77,22 @@ def main() -> None:
                     f"{'all' if in_float[name] < 0 else in_float[name]} | "
                     f"{seconds[name]:.1f} | {m.latency_ms:.3f} ({m.latency_p90_ms:.3f}) | "
                     f"{base_ms / m.latency_ms:.2f}x |")
-    body = (f"Model `{config.model}` on `{config.data.name}` ({config.data.image_size} px, "
-            f"train_subset {config.data.train_subset}, baseline {config.baseline.epochs} "
-            f"epochs at lr {config.baseline.lr:g}); params `{json.dumps(params)}`; "
-            f"{q.calibration_images} calibration and {q.control_images} control images "
-            f"(training split); validation {len(val[1])} images; "
-            f"{time.time() - started:.0f} s.\n\n" + "\n".join(rows))
+    return (f"**`{config_path}`**: model `{config.model}` on `{config.data.name}` "
+            f"({config.data.image_size} px, train_subset {config.data.train_subset}, baseline "
+            f"{config.baseline.epochs} epochs at lr {config.baseline.lr:g}); params "
+            f"`{json.dumps(params)}`; {q.calibration_images} calibration and "
+            f"{q.control_images} control images (training split); validation {len(val[1])} "
+            f"images; {time.time() - started:.0f} s.\n\n" + "\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", nargs="+", default=[None])
+    parser.add_argument("--params", default='{"filter_ratio": 0.5, "finetune_epochs": 2}')
+    parser.add_argument("--max-drop", type=float, nargs="+", default=[0.5, 1.0])
+    args = parser.parse_args()
+    params = {**json.loads(args.params), "int8": 0.0}
+    body = "\n\n".join(compare(path, params, args.max_drop) for path in args.config)
     command = " ".join(["python -m benchmarks.int8", *sys.argv[1:]])
     write_section("int8 against float", command, body)
     print(body)

@@ -7,6 +7,7 @@ A thin command: its flags, then :func:`edge_tune.run.tuner.launch` (the experime
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def _parser() -> ArgumentParser:
                         "that already holds files is refused")
     parser.add_argument("--address", help="join a running Ray cluster (auto, HOST:PORT or "
                         "ray://HOST:PORT); it must have a node with the 'ncs' resource. Default: "
-                        "start Ray here and give this node 'ncs'")
+                        "$RAY_ADDRESS when set (a Ray Job sets it: the run joins the job's "
+                        "cluster), else start Ray here and give this node 'ncs'")
     parser.add_argument("--seed", type=int, help="searcher seed (tune.seed)")
     parser.add_argument("--no-wandb", action="store_true", help="do not mirror trials to "
                         "Weights & Biases (default: mirror; offline when WANDB_API_KEY is unset)")
@@ -43,6 +45,8 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, as Ray's own does
+    args.address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.resume is not None:
         return resume_main(args)
     config = load_config(args.config)

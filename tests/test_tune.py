@@ -130,6 +130,12 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert summary["bench_actor"]["calls"] == 0
     assert {r["metrics"]["bench_pid"] for r in rows} == {summary["bench_actor"]["pid"]}
     assert summary["bench_actor"]["node_id"]
+    # how the actor kept up: its calls, the waits for the device, its busy share
+    queue = summary["bench_queue"][summary["bench_actor"]["node_id"]]
+    assert queue["calls"] == 3 and 0 < queue["busy_share"] <= 1.0
+    assert 0 <= queue["wait_s_median"] <= queue["wait_s_p90"] <= queue["wait_s_max"]
+    assert queue["wait_s_max"] == pytest.approx(max(r["metrics"]["bench_wait_s"] for r in rows))
+    assert "benchmark queue on " in result.stdout
     # W&B offline: a run per trial holding its metrics
     runs = sorted((out / "wandb").rglob("run-*.wandb"))
     assert len(runs) == 3

@@ -44,6 +44,7 @@ from edge_tune.config import Config, config_to_dict
 from edge_tune.core.console import StageProgress, log_stderr
 from edge_tune.edge.actor import BenchCall, model_files
 from edge_tune.edge.verify import layer_of, node_layers, table
+from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.cluster import start_actors, trial_request
 from edge_tune.run.context import TrialContext
 from edge_tune.run.report import write_report
@@ -115,6 +116,7 @@ def run_methods(config: Config, out: Path, wandb: bool) -> dict[str, Any]:
     started = time.time()
     set_threads(config.train_threads)
     splits = load_data(config.data)
+    train_on_gpu_node(config)  # trials ask for GPUs and the cluster has one: train there
     base = prepare_baseline(config, splits, arrays(splits.test), out / "baseline")
     threshold = config.tune.threshold.value(base.artifact.top1)
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)

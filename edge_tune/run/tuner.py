@@ -31,6 +31,7 @@ from edge_tune.core.console import log_stderr
 from edge_tune.core.environment import quiet_tune, wandb_environment
 from edge_tune.core.errors import UserError, work_started
 from edge_tune.run.allocating import prepare_allocator, profile_settings
+from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
@@ -87,6 +88,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     splits = load_data(config.data)
     # the baseline's accuracy as deployed on validation (what trials are held to) and, once,
     # on test (what is reported)
+    train_on_gpu_node(config)  # trials ask for GPUs and the cluster has one: train there
     base = prepare_baseline(config, splits, arrays(splits.val), out / "baseline")
     test = arrays(splits.test)
     base_test = deployed_accuracy(base.artifact.deployed, test, config.bench)
@@ -144,10 +146,31 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     summary["channel_multiple"] = {"asked": asked, "used": config.prune.channel_multiple,
                                    "jumps": measured.jumps if measured else None}
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
-                   seconds=time.time() - started, resumed=resume,
+                   bench_queue=bench_queue(rows), seconds=time.time() - started,
+                   resumed=resume,
                    dashboard=f"http://{dashboard}" if dashboard else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def bench_queue(rows: list[TrialRow]) -> dict[str, Any]:
+    """How the benchmark actors kept up, from the trials' probes: per actor node, the calls,
+    the wait from asking to taking the device (s: median, p90, max) and the busy share (time
+    measuring / the span from its first call's start to its last call's end)."""
+    by_node: dict[str, list[Any]] = {}
+    for row in rows:
+        result = row.result
+        if result is not None and result.probe is not None and result.replay is None:
+            by_node.setdefault(result.probe.bench_node_id or "here", []).append(result.probe)
+    out: dict[str, Any] = {}
+    for node, probes in by_node.items():
+        waits = [p.bench_wait_s for p in probes]
+        span = max(p.bench_end for p in probes) - min(p.bench_start for p in probes)
+        busy = sum(p.bench_end - p.bench_start for p in probes)
+        out[node] = {"calls": len(probes), "wait_s_median": float(np.median(waits)),
+                     "wait_s_p90": float(np.percentile(waits, 90)), "wait_s_max": max(waits),
+                     "busy_share": busy / span if span > 0 else 1.0}
+    return out
 
 
 def _row(result: Any, ledger: Ledger) -> TrialRow:
@@ -242,6 +265,10 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
           f"threshold), {summary['trials_stopped']} stopped early (about "
           f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
           f"{summary['trials_errored']} errored")
+    for node, queue in summary.get("bench_queue", {}).items():
+        print(f"benchmark queue on {node[:8]}: {queue['calls']} calls, waited "
+              f"{queue['wait_s_median']:.1f} s median ({queue['wait_s_max']:.1f} s at most), "
+              f"busy {100 * queue['busy_share']:.0f}% of its span")
     if summary.get("trials_int8_slower"):
         print(f"int8 ran slower than float on the graphs of {summary['trials_int8_slower']} "
               "trial(s): those were deployed in float (quantize.keep_slower_int8: true keeps "

@@ -152,7 +152,8 @@ def test_multi_node_placement_spread_and_metrics(tmp_path: Path, small_config: d
         ports = [int(n["MetricsExportPort"]) for n in ray.nodes() if n["Alive"]]
         config = {**small_config, "tune": {"search_space": "default", "max_concurrent": 2,
                                            "random_steps": 3, "trial_gpus": 1,
-                                           "trial_cpus": 1, "early_stop": False}}
+                                           "trial_cpus": 1, "early_stop": False},
+                  "cache_dir": str(tmp_path / "cache")}  # the baseline trains in this run
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
         seen: set[str] = set()
         stop = threading.Event()
@@ -173,6 +174,14 @@ def test_multi_node_placement_spread_and_metrics(tmp_path: Path, small_config: d
         # one actor per edge node; trials on the GPU worker, never on an edge node
         assert {a["node_id"] for a in summary["bench_actors"]} == edge_ids
         assert {r["trial_node_id"] for r in rows} == {gpu.node_id}
+        # the baseline trained there too, as a Ray task holding the GPU, and came back into
+        # the driver's cache saying where (no CUDA here: on that node's CPU)
+        [meta_file] = (tmp_path / "cache").rglob("meta.json")
+        meta = json.loads(meta_file.read_text())
+        assert meta["node_id"] == gpu.node_id and meta["device"] == "cpu"
+        assert "as a Ray task with one GPU" in result.stderr
+        assert f"baseline: trained on cpu at {meta['node_ip']} (node {gpu.node_id[:8]})" \
+            in result.stderr
         # trials spread over both devices; on each, benchmarks never overlapped
         assert {r["bench_node_id"] for r in rows} == edge_ids
         for node in edge_ids:
@@ -308,4 +317,50 @@ def test_three_one_cpu_nodes_through_ray_client_with_the_dashboard(tmp_path: Pat
     finally:
         stop.set()
         ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_run_submitted_as_a_ray_job_joins_the_jobs_cluster(tmp_path: Path,
+                                                              small_config: dict) -> None:
+    """`ray job submit -- python -m edge_tune.tune ...` through the Jobs API of a cluster with
+    the dashboard: the run joins that cluster (RAY_ADDRESS), not a Ray of its own; its status
+    and logs read back through the same API."""
+    from ray.cluster_utils import Cluster
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    dashboard_port = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "resources": {"ncs": 1}, "include_dashboard": True,
+        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+        "dashboard_agent_listen_port": free_port()})
+    try:
+        cluster.wait_for_nodes()
+        head_id = cluster.head_node.node_id
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(
+            {**small_config, "tune": {"search_space": "default", "early_stop": False}}))
+        out = tmp_path / "run"
+        client = JobSubmissionClient(f"http://127.0.0.1:{dashboard_port}")
+        job = client.submit_job(entrypoint=(
+            f"{sys.executable} -m edge_tune.tune --config {tmp_path / 'c.yaml'} "
+            f"--num-samples 2 --no-wandb --output {out}"), runtime_env={"env_vars": {
+                "PYTHONPATH": str(ROOT)}})
+        deadline = time.monotonic() + 900
+        statuses = []
+        while time.monotonic() < deadline:
+            status = client.get_job_status(job)
+            statuses.append(status)
+            if status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+                break
+            time.sleep(2)
+        logs = client.get_job_logs(job)
+        assert statuses[-1] == JobStatus.SUCCEEDED, logs[-4000:]
+        assert JobStatus.RUNNING in statuses  # the Jobs view showed it running
+        assert "trial 2/2" in logs and f"run directory: {out}" in logs  # its console, read back
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["trials_completed"] + summary["trials_stopped"] == 2
+        # it joined the job's cluster: the benchmark actor sits on that cluster's head node
+        assert summary["bench_actor"]["node_id"] == head_id
+        assert [j.submission_id for j in client.list_jobs()] == [job]
+    finally:
         cluster.shutdown()
