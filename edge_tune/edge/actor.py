@@ -108,6 +108,13 @@ class BenchActor:
         self._device = threading.Lock()  # one measurement at a time
         self._count = threading.Lock()
         self._metrics: Metrics | None = None
+        self._running: dict[str, float] = {}  # token -> monotonic s when it took the device
+
+    def progress(self, token: str) -> float | None:
+        """Seconds the call named ``token`` has held the device (None: not on it: queued,
+        done, or never seen by this process)."""
+        started = self._running.get(token)
+        return None if started is None else time.monotonic() - started
 
     def load(self) -> tuple[int, int]:
         """(calls queued or running, calls served so far): the least loaded actor gets a trial."""
@@ -120,7 +127,8 @@ class BenchActor:
 
     def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True,
                       baseline: list[Any] | None = None,
-                      settings: bench.BenchSettings | None = None) -> BenchCall:
+                      settings: bench.BenchSettings | None = None,
+                      token: str | None = None) -> BenchCall:
         """Measure several models and the baseline in one interleaved session (ms, batch 1),
         so every ratio between them compares numbers taken side by side; ``started`` and
         ``ended`` let callers check that no two measurements overlapped.
@@ -128,7 +136,8 @@ class BenchActor:
         ``baseline``: ``[ObjectRef of the baseline's files]``, read the first time this
         process needs it (a fresh or restarted actor); boxed in a list so Ray passes the
         reference, not the bytes, on every call. ``settings``: this call's (fewer
-        iterations, say; its device must be the actor's), else the actor's own.
+        iterations, say; its device must be the actor's), else the actor's own. ``token``:
+        the caller's name for this call, whose device time :meth:`progress` tells.
         """
         if settings is not None and settings.device != self.settings.device:
             raise ValueError(f"this actor measures on {self.settings.device}, not "
@@ -142,9 +151,12 @@ class BenchActor:
         try:
             with self._device:
                 started = time.time()
+                if token is not None:
+                    self._running[token] = time.monotonic()
                 results = self._measure(models, per_layer, call, settings or self.settings)
                 ended = time.time()
         finally:
+            self._running.pop(token or "", None)
             with self._count:
                 self.queued -= 1
             metrics.queue(self.queued)

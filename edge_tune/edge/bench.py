@@ -36,6 +36,10 @@ class BenchSettings:
     fps_seconds: float = 0.25
     max_ratio_cv: float = 0.05  # repeat a session whose per-round ratios vary more than this
     max_sessions: int = 3
+    # s a benchmark call may hold the device before its actor is ended and restarted (a hung
+    # device call cannot be interrupted from inside); 0 = derived by the tuner from one whole
+    # call of the baseline (edge_tune.run.device_call.call_limit)
+    call_limit_s: float = 0.0
 
 
 # model files by name -> (median ms, per-layer (node, type, ms) rows) by name: how the torch

@@ -86,11 +86,15 @@ class TrialLog(Callback):
         log_stderr(f"trial {done}/{self.total} {trial.trial_id}: "
                    f"{format_params(trial.config)} -> validation top-1 {result.val_top1:.2f}%, "
                    f"{probe.latency_ms:.3f} ms, {probe.speedup:.2f}x, objective "
-                   f"{result.objective:.3f}{precision_note(result)}")
+                   f"{result.objective:.3f}{precision_note(result)}"
+                   + (f" (the device hung {result.device_hangs} time(s): its actor was "
+                      "restarted and the call retried)" if result.device_hangs else ""))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        append(Path(self.ledger), row_of(trial, "error", error_line(trial)))
-        log_stderr(f"trial {trial.trial_id} failed (its error is in {TRIALS}); the "
+        line = error_line(trial)
+        append(Path(self.ledger), row_of(trial, "error", line))
+        why = f": {line.split(': ', 1)[-1]}" if "DeviceHang" in line else ""
+        log_stderr(f"trial {trial.trial_id} failed{why} (its error is in {TRIALS}); the "
                    "experiment goes on")
 
 

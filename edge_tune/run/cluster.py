@@ -199,11 +199,15 @@ def pick_actor(names: tuple[str, ...]) -> Any:
     """The least loaded benchmark actor (shortest queue, then fewest calls served): trials
     spread over the ncs nodes, and each speed-up compares against the baseline measured on
     that same device."""
-    actors: list[Any] = [ray.get_actor(name, namespace=NAMESPACE) for name in names]
-    if len(actors) == 1:
-        return actors[0]
-    loads = ray.get([a.load.remote() for a in actors])
-    return actors[min(range(len(actors)), key=lambda i: loads[i])]
+    return ray.get_actor(names[pick_index(names)], namespace=NAMESPACE)
+
+
+def pick_index(names: tuple[str, ...]) -> int:
+    """The index in ``names`` of the least loaded benchmark actor (see :func:`pick_actor`)."""
+    if len(names) == 1:
+        return 0
+    loads = ray.get([ray.get_actor(n, namespace=NAMESPACE).load.remote() for n in names])
+    return min(range(len(names)), key=lambda i: loads[i])
 
 
 def shutdown() -> None:

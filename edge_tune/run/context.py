@@ -27,13 +27,16 @@ class TrialContext:
     actors: tuple[str, ...] = ()  # benchmark actor names, one per ncs node
     bench_baseline: tuple[Any, ...] = ()  # (ObjectRef of the baseline's files,) for the actors
     allocator: Allocator | None = None  # per-layer allocation (a latency target in the space)
+    call_limit_s: float = 0.0  # s a benchmark call may hold the device (0: no limit)
+    actor_where: tuple[str, ...] = ()  # each actor's node (host and address), for messages
 
     @classmethod
     def of(cls, config: Config, base: Baseline, threshold_top1: float,
            actors: tuple[str, ...] = (), bench_baseline: tuple[Any, ...] = (),
-           allocator: Allocator | None = None) -> TrialContext:
+           allocator: Allocator | None = None, call_limit_s: float = 0.0,
+           actor_where: tuple[str, ...] = ()) -> TrialContext:
         return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
-                   actors, bench_baseline, allocator)
+                   actors, bench_baseline, allocator, call_limit_s, actor_where)
 
     def base_model(self, num_classes: int) -> nn.Module:
         """A fresh copy of the baseline, on the GPU when the trial asked for one and its node

@@ -38,9 +38,9 @@ from edge_tune.compression.plan import (
 from edge_tune.compression.train import device_for, evaluate, set_threads
 from edge_tune.config import Config
 from edge_tune.edge import bench
-from edge_tune.edge.actor import BenchCall, model_files
-from edge_tune.run.cluster import pick_actor
+from edge_tune.edge.actor import BenchCall, ModelFiles, model_files
 from edge_tune.run.context import TrialContext
+from edge_tune.run.device_call import Watched, call_device
 from edge_tune.run.ledger import Ledger
 from edge_tune.search.params import schedule_from_params
 from edge_tune.search.result import Deployed, Probe, Replay, TrialResult
@@ -120,8 +120,8 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
     if plan.schedule.int8:  # the same graph in float, measured in the same session
         models["float"] = model_files(graph.with_name("probe.onnx"))
     asked = time.time()
-    measured = ray.get(pick_actor(context.actors).benchmark_set.remote(
-        models, baseline=list(context.bench_baseline)))
+    watched = measure_at_actor(context, models)
+    measured = watched.call
     for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
         probe_file.unlink()
     measured, plan, int8_vs_float = faster_precision(
@@ -139,7 +139,7 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
         finetune_epochs=plan.schedule.finetune_epochs, int8=plan.schedule.int8,
         finetunes=plan.finetunes, probe=figures,
         predicted_ratio=plan.allocation.predicted if plan.allocation else None,
-        int8_vs_float=int8_vs_float), plan
+        int8_vs_float=int8_vs_float, device_hangs=watched.hangs), plan
 
 
 def remeasure(artifact: Artifact, context: TrialContext, latency: TrialResult
@@ -147,8 +147,8 @@ def remeasure(artifact: Artifact, context: TrialContext, latency: TrialResult
     """The deployed model benchmarked at the actor (its graph is not the probe's: int8 left
     layers in float), and the trial's latency figures replaced by what it measured."""
     asked = time.time()
-    measured = ray.get(pick_actor(context.actors).benchmark.remote(
-        model_files(artifact.deployed), baseline=list(context.bench_baseline)))
+    watched = measure_at_actor(context, {"model": model_files(artifact.deployed)})
+    measured = watched.call
     model_m, base_m = measured.models["model"], measured.baseline
     assert latency.probe is not None  # the probe ran first
     probe = dataclasses.replace(
@@ -158,7 +158,16 @@ def remeasure(artifact: Artifact, context: TrialContext, latency: TrialResult
         speedup=measured.speedup(), bench_wait_s=measured.started - asked,
         bench_call=measured.call, bench_start=measured.started, bench_end=measured.ended)
     return measured, dataclasses.replace(latency, latency_ratio=1 / measured.speedup(),
-                                         probe=probe)
+                                         probe=probe,
+                                         device_hangs=latency.device_hangs + watched.hangs)
+
+
+def measure_at_actor(context: TrialContext, models: dict[str, ModelFiles]) -> Watched:
+    """``models`` measured beside the baseline at the least loaded benchmark actor, the call
+    watched against the run's call limit (:mod:`edge_tune.run.device_call`)."""
+    return call_device(context.actors, context.actor_where, models,
+                       list(context.bench_baseline), context.call_limit_s,
+                       device=context.config.bench.device)
 
 
 def faster_precision(measured: BenchCall, plan: CompressionPlan, keep_slower: bool

@@ -35,6 +35,7 @@ from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
+from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, call_limit
 from edge_tune.run.front import FRONT, front_lines, trial_front, write_front
 from edge_tune.run.ledger import TRIALS, Ledger, TrialRow, seconds_saved, trial_row, write
 from edge_tune.run.measuring import on_actor
@@ -100,6 +101,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
+    limit_s = derive_call_limit(config, actors[0], pinned)
     asked = config.prune.channel_multiple
     config, measured = resolve_multiple(
         config, on_actor(actors[0], pinned, probe_settings(config.bench), per_layer=False))
@@ -117,7 +119,8 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
             "search_space.parameters.latency_target")
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
-                          allocator)
+                          allocator, limit_s,
+                          tuple(f"{i['host']} {i['node_ip']}" for i in actor_info))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
     resources = {k.lower(): v for k, v in trial_request(config).items()}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
@@ -151,6 +154,22 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                    dashboard=f"http://{dashboard}" if dashboard else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def derive_call_limit(config: Config, actor: Any, pinned: list[Any]) -> float:
+    """The s a benchmark call may hold the device (``bench.call_limit_s``, or derived from one
+    whole call of the baseline, measured here at ``actor``: see
+    :func:`edge_tune.run.device_call.call_limit`), said on the console."""
+    if config.bench.call_limit_s:
+        log_stderr(f"benchmark calls: at most {config.bench.call_limit_s:g} s on the device "
+                   "each (bench.call_limit_s)")
+        return config.bench.call_limit_s
+    call = ray.get(actor.benchmark_set.remote({"model": ray.get(pinned[0])}, baseline=pinned))
+    limit = call_limit(config.bench, call.ended - call.started)
+    log_stderr(f"benchmark calls: at most {limit:.0f} s on the device each ({CALL_FACTOR:g} x "
+               f"the baseline's {call.ended - call.started:.1f} s call, at least "
+               f"{CALL_FLOOR_S:g} s; bench.call_limit_s sets it)")
+    return limit
 
 
 def bench_queue(rows: list[TrialRow]) -> dict[str, Any]:
@@ -223,6 +242,10 @@ def collect(rows: list[TrialRow], out: Path, base: Baseline, threshold_top1: flo
         # int8 asked, the device ran its int8 graph slower than float: float deployed
         "trials_int8_slower": sum(1 for r in done + halted if r.result and
                                   (r.result.int8_vs_float or 0.0) > 1.0),
+        # benchmark calls that held the device past bench.call_limit_s (actor restarted)
+        "device_hangs": sum(r.result.device_hangs for r in rows if r.result) + 2 * sum(
+            1 for r in rows if r.status == "error" and "did not answer within" in
+            (r.error or "")),
     }
     if best is not None and best.result is not None and best.result.probe is not None \
             and best.result.deployed is not None:
@@ -265,6 +288,10 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
           f"threshold), {summary['trials_stopped']} stopped early (about "
           f"{summary['seconds_saved_by_stopping']:.0f} s of fine-tuning saved), "
           f"{summary['trials_errored']} errored")
+    if summary.get("device_hangs"):
+        print(f"the device hung {summary['device_hangs']} time(s): each time its benchmark "
+              "actor was ended and restarted (bench.call_limit_s; device_hangs in "
+              f"{TRIALS}, errors naming the device)")
     for node, queue in summary.get("bench_queue", {}).items():
         print(f"benchmark queue on {node[:8]}: {queue['calls']} calls, waited "
               f"{queue['wait_s_median']:.1f} s median ({queue['wait_s_max']:.1f} s at most), "

@@ -88,6 +88,7 @@ class TrialResult:
     # int8 asked: the int8 graph's median latency / the same graph's in float, one session
     # (> 1: int8 ran slower, and float was deployed unless quantize.keep_slower_int8)
     int8_vs_float: float | None = None
+    device_hangs: int = 0  # benchmark calls of this trial that hung (its actor restarted)
     probe: Probe | None = None
     deployed: Deployed | None = None
     replay: Replay | None = None
@@ -121,6 +122,8 @@ class TrialResult:
             out["predicted_ratio"] = self.predicted_ratio
         if self.int8_vs_float is not None:
             out["int8_vs_float"] = self.int8_vs_float
+        if self.device_hangs:
+            out["device_hangs"] = self.device_hangs
         if self.deployed is not None:
             d = self.deployed
             out.update(epochs_run=d.epochs_run, val_top5=d.val_top5,
@@ -155,8 +158,8 @@ class TrialResult:
                    float(m["threshold_top1"]), None if top1 is None else float(top1),
                    int(m.get("epoch", 0)), int(m.get("finetune_epochs", 0)),
                    bool(m.get("int8", False)), bool(m.get("finetunes", True)),
-                   m.get("epoch_s"), m.get("predicted_ratio"), m.get("int8_vs_float"), probe,
-                   deployed, replay)
+                   m.get("epoch_s"), m.get("predicted_ratio"), m.get("int8_vs_float"),
+                   int(m.get("device_hangs", 0)), probe, deployed, replay)
 
 
 def read_result(metrics: dict[str, Any] | None) -> TrialResult | None:

@@ -3,6 +3,8 @@
 - A benchmark actor killed mid-measurement restarts and the call in flight is retried once.
 - ``tune.max_failures``: a trial whose worker process is killed is retried and completes.
 - A trial that raises is recorded as ``error`` with its message; the others complete.
+- A device call that hangs (the actor's process frozen) ends that actor past the call limit;
+  a second hang fails that trial only, naming the device; the run goes on.
 
 Only processes a test started are signalled: the benchmark actor of the Ray this test started
 in-process (``address="local"``), or the Ray workers among the CLI subprocess's descendants.
@@ -241,3 +243,66 @@ def test_the_random_searcher_suggests_inside_the_space_after_its_points() -> Non
         assert later["int8"] in (0.0, 1.0)  # a choice, never 0.6
         assert later["finetune_epochs"] == round(later["finetune_epochs"])
         searcher.on_trial_complete(f"t{i}", {"objective": 1.0})
+
+
+def _new_worker(run: Tune, title: str, seen: list[int], timeout: float = 120) -> psutil.Process:
+    """The first ``title`` worker of ``run`` whose pid is not in ``seen``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        fresh = [w for w in run.workers(title) if w.pid not in seen]
+        if fresh:
+            return fresh[0]
+        assert run.proc.poll() is None, run.tail()
+        time.sleep(0.05)
+    raise AssertionError(f"no new {title} worker within {timeout:g} s:\n{run.tail()}")
+
+
+@pytest.mark.slow
+def test_a_device_that_hangs_fails_one_trial_and_the_run_goes_on(tmp_path: Path,
+                                                                 small_config: dict) -> None:
+    """The benchmark actor's process frozen (SIGSTOP: a device call that never returns) after
+    the first trial: the next call is retried on the restarted process and its trial
+    completes. Frozen again after the second trial, and its restarted process frozen too: the
+    trial whose call hung twice is recorded as error naming the device and the limit, every
+    frozen process is ended, and the trials after it complete on a fresh process."""
+    out = tmp_path / "run"
+    config = _tune_config(tmp_path, small_config,
+                          bench={**small_config["bench"], "call_limit_s": 4})
+    run = Tune("--config", config, "--num-samples", "5", "--seed", "3", "--no-wandb",
+               "--output", str(out))
+    frozen: list[int] = []
+    try:
+        run.wait_for("benchmark calls: at most 4 s on the device each (bench.call_limit_s)")
+        run.wait_for("trial 1/5")
+        actor = _new_worker(run, "ray::BenchActor", frozen)  # idle between calls
+        actor.suspend()
+        frozen.append(actor.pid)
+        retried = run.wait_for("trial 2/5")
+        for _ in range(2):  # the process that served trial 2, then its restarted one at once
+            actor = _new_worker(run, "ray::BenchActor", frozen)
+            actor.suspend()
+            frozen.append(actor.pid)
+        started = time.time()
+        failed = run.wait_for("failed: device CPU on")
+        waited = time.time() - started
+        assert run.finish() == 0, run.tail()
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    assert all(_gone(pid) for pid in frozen)  # ended by the tuner (ray.kill), not left frozen
+    assert "the device hung 1 time(s): its actor was restarted and the call retried" in retried
+    # the second hang was found within its limit and the status timeout (4 + 5 s), not minutes
+    assert waited < 60, waited
+    assert "did not answer within 4 s, twice" in failed
+    rows = _rows(out)
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(rows) == 5 and len(errors) == 1, rows
+    assert "did not answer within 4 s" in errors[0]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_completed"] == 4 and summary["trials_errored"] == 1
+    assert summary["device_hangs"] == 3
+    completed = [r["metrics"] for r in rows if r["status"] == "completed"]
+    assert [m.get("device_hangs", 0) for m in completed] == [0, 1, 0, 0]
+    # served by the first process, its restart, then (after two more hangs) a fresh one
+    served = [m["bench_pid"] for m in completed]
+    assert served[:2] == frozen[:2] and served[2] == served[3] and served[2] not in frozen
