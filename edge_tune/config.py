@@ -165,7 +165,7 @@ _FLOATS: dict[str, tuple[float, float, bool]] = {
     "baseline.lr": (0.0, 10.0, False), "baseline.weight_decay": (0.0, 1.0, False),
     "finetune.lr": (0.0, 10.0, False), "finetune.weight_decay": (0.0, 1.0, False),
     "bench.fps_seconds": (0.0, 60.0, False), "bench.max_ratio_cv": (0.0, 1.0, False),
-    "bench.call_limit_s": (0.0, 86400.0, False),
+    "bench.call_limit_s": (0.0, 86400.0, False), "bench.device_wait_s": (0.0, 604800.0, False),
     "tune.trial_cpus": (0.0, 1024.0, False), "tune.trial_gpus": (0.0, 64.0, False),
     "tune.trial_memory_gb": (0.0, 65536.0, False),
     "tune.threshold.min_top1": (0.0, 100.0, False),  # or null: max_drop applies

@@ -78,10 +78,16 @@ def resume_main(args: Any) -> int:
                            resume=True))
 
 
+DEVICE_LOST = 75  # exit code (EX_TEMPFAIL): the device left and did not come back in time
+
+
 def _finish(summary: dict[str, Any] | None, out: Path) -> int:
-    """The closing table; exit code 130 when the run was interrupted (its state is saved)."""
+    """The closing table; exit code 130 when the run was interrupted (its state is saved),
+    :data:`DEVICE_LOST` when the device watch stopped it (``--resume`` once it is back)."""
     if summary is None:
         return 130
+    if "interrupted" in summary:
+        return DEVICE_LOST
     print_table(summary, out)
     return 0
 

@@ -40,6 +40,9 @@ class BenchSettings:
     # device call cannot be interrupted from inside); 0 = derived by the tuner from one whole
     # call of the baseline (edge_tune.run.device_call.call_limit)
     call_limit_s: float = 0.0
+    # s a run waits for an ncs node with the device when every one has left the cluster;
+    # then it stops (exit code 75) and --resume continues once the device is back
+    device_wait_s: float = 300.0
 
 
 # model files by name -> (median ms, per-layer (node, type, ms) rows) by name: how the torch

@@ -21,8 +21,8 @@ from edge_tune.search.space import load_space
 def run_tune(config: Config, output: str | Path | None = None, address: str | None = None,
              wandb: bool = False) -> dict[str, Any] | None:
     """A tune run in ``output`` (None: ``runs/tune-<time>``), as ``python -m edge_tune.tune``
-    does it: what summary.json holds, or None when it was interrupted (``--resume`` goes
-    on)."""
+    does it: what summary.json holds (with ``interrupted`` when the device left and did not
+    come back), or None when it was interrupted (``--resume`` goes on)."""
     space = load_space(config.tune.search_space)
     validate(config, space, device_here=address is None)
     check_output(output)

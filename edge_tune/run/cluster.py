@@ -10,11 +10,13 @@ resources are resolved against the nodes that can run trials, not against the dr
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnschedulableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from edge_tune.config import Config
@@ -184,30 +186,56 @@ def start_actors(baseline_model: Path, settings: bench.BenchSettings,
     holds ``pinned`` as long as the actors.
     """
     pinned.append(ray.put(model_files(baseline_model)))
-    actors: list[Any] = []
-    for index, node in enumerate(ncs_nodes()):
-        remote = ray.remote(BenchActor).options(
-            name=actor_name(index), namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-            max_concurrency=16, max_restarts=3, max_task_retries=1)
-        actors.append(remote.remote(None, settings))
+    actors = [new_actor(actor_name(index), node, settings)
+              for index, node in enumerate(ncs_nodes())]
     ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
     return actors
 
 
-def pick_actor(names: tuple[str, ...]) -> Any:
-    """The least loaded benchmark actor (shortest queue, then fewest calls served): trials
-    spread over the ncs nodes, and each speed-up compares against the baseline measured on
-    that same device."""
-    return ray.get_actor(names[pick_index(names)], namespace=NAMESPACE)
+def new_actor(name: str, node: str, settings: bench.BenchSettings) -> Any:
+    """A benchmark actor named ``name`` pinned to ``node`` (see :func:`start_actors`); a name
+    just freed by an actor that died may take a moment to be free again."""
+    remote = ray.remote(BenchActor).options(
+        name=name, namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        max_concurrency=16, max_restarts=3, max_task_retries=1)
+    for _ in range(20):
+        try:
+            return remote.remote(None, settings)
+        except ValueError:  # "the name is already taken": the dead actor's, not yet freed
+            time.sleep(0.5)
+    return remote.remote(None, settings)
 
 
-def pick_index(names: tuple[str, ...]) -> int:
-    """The index in ``names`` of the least loaded benchmark actor (see :func:`pick_actor`)."""
-    if len(names) == 1:
-        return 0
-    loads = ray.get([ray.get_actor(n, namespace=NAMESPACE).load.remote() for n in names])
-    return min(range(len(names)), key=lambda i: loads[i])
+def pick_actor(names: tuple[str, ...]) -> tuple[int, Any] | None:
+    """The least loaded alive benchmark actor (shortest queue, then fewest calls served) and
+    its index in ``names``: trials spread over the ncs nodes, and each speed-up compares
+    against the baseline measured on that same device. None when no actor is alive (every
+    device gone: :class:`edge_tune.run.devices.DeviceWatch` brings them back). Actors that
+    do not answer within :data:`LOAD_S` (a device that hangs) are passed over when another
+    answers."""
+    alive = []
+    for index, name in enumerate(names):
+        try:
+            alive.append((index, ray.get_actor(name, namespace=NAMESPACE)))
+        except ValueError:  # dead, or never there: its name is free
+            continue
+    if len(alive) <= 1:
+        return alive[0] if alive else None
+    refs = {actor.load.remote(): (index, actor) for index, actor in alive}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=LOAD_S)
+    loads = {}
+    for ref in ready:
+        try:
+            loads[ref] = ray.get(ref)
+        except (RayActorError, ActorUnschedulableError):
+            continue
+    if not loads:
+        return alive[0]
+    return refs[min(loads, key=loads.__getitem__)]
+
+
+LOAD_S = 5.0  # s an actor has to say how loaded it is
 
 
 def shutdown() -> None:

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
 
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE, BenchCall, ModelFiles
-from edge_tune.run.cluster import pick_index
+from edge_tune.run.cluster import pick_actor
 
 CALL_FLOOR_S = 30.0  # s: a candidate compiled on a slow device, whatever the baseline's call
 CALL_FACTOR = 10.0  # x the baseline's call: a call measures 1-2 models beside it, noisy
@@ -62,13 +62,16 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
     (on the nodes ``where``, for messages), watched (see the module docstring)."""
     lost = hangs = 0
     while True:
-        index = pick_index(names)
-        actor = ray.get_actor(names[index], namespace=NAMESPACE)
+        picked = pick_actor(names)
+        if picked is None:  # every device gone: wait for one (the driver's DeviceWatch)
+            time.sleep(POLL_S)
+            continue
+        index, actor = picked
         token = uuid.uuid4().hex
         ref = actor.benchmark_set.remote(models, per_layer, pinned, settings, token)
-        if limit_s <= 0:  # no limit (a study, a test): Ray's own retry only
-            return Watched(ray.get(ref), 0)
         try:
+            if limit_s <= 0:  # no limit (a study, a test): Ray's own retry only
+                return Watched(ray.get(ref), 0)
             while not _watch(actor, ref, token, limit_s):
                 hangs += 1
                 ray.kill(actor, no_restart=False)  # Ray restarts it and retries the call once
@@ -76,11 +79,24 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                     raise _hang(device, where[index] if index < len(where) else names[index],
                                 limit_s)
             return Watched(ray.get(ref), hangs)
-        except RayActorError:  # its process died: another's hang, a crash, or ours (retried)
+        except (RayActorError, ActorUnschedulableError):
+            # its process died (another call's hang, a crash, ours: retried), or its node
+            # left (the call moves to another device, or waits for one)
+            if not actor_alive(names[index]):
+                continue
             lost += 1
             if lost > RESUBMITS + hangs:
                 raise
-            time.sleep(POLL_S)  # the actor restarts (or, gone for good, fails the next call)
+            time.sleep(POLL_S)
+
+
+def actor_alive(name: str) -> bool:
+    """Whether the actor ``name`` exists and is not dead (a dead actor's name is free)."""
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _hang(device: str, where: str, limit_s: float) -> DeviceHang:
@@ -105,7 +121,7 @@ def _watch(actor: Any, ref: Any, token: str, limit_s: float) -> bool:
             if time.monotonic() - silent_since > limit_s:
                 return False
             continue
-        except RayActorError:  # restarting: the call is retried or fails; ray.wait tells
-            continue
+        except (RayActorError, ActorUnschedulableError):  # restarting, or its node left:
+            continue  # the call is retried or fails; ray.wait tells
         if held is not None and held > limit_s:
             return False

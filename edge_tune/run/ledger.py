@@ -20,7 +20,8 @@ import numpy as np
 from edge_tune.search.result import TrialResult, read_result
 
 TRIALS = "trials.jsonl"
-Status = Literal["completed", "stopped", "error"]
+# interrupted: in flight when the run stopped for a lost device; --resume runs it again
+Status = Literal["completed", "stopped", "error", "interrupted"]
 
 
 @dataclass(frozen=True)

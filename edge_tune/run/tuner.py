@@ -7,6 +7,7 @@ summary.json in the run directory; every trial mirrored to W&B (offline without 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickletools
 import shutil
@@ -36,8 +37,17 @@ from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
 from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
 from edge_tune.run.context import TrialContext
 from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, call_limit
+from edge_tune.run.devices import DeviceWatch
 from edge_tune.run.front import FRONT, front_lines, trial_front, write_front
-from edge_tune.run.ledger import TRIALS, Ledger, TrialRow, seconds_saved, trial_row, write
+from edge_tune.run.ledger import (
+    TRIALS,
+    Ledger,
+    TrialRow,
+    append,
+    seconds_saved,
+    trial_row,
+    write,
+)
 from edge_tune.run.measuring import on_actor
 from edge_tune.run.pipeline import check_params
 from edge_tune.run.trainable import trainable
@@ -132,11 +142,19 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                                    resume_unfinished=True, resume_errored=False)
     else:
         tuner = _new_tuner(runnable, config, space, out, wandb)
-    results = tuner.fit()
-    del actors, pinned  # the last handles: the actors end with the experiment
+    watch = DeviceWatch(ctx.actors, [i["node_id"] for i in actor_info], list(ctx.actor_where),
+                        config.bench, config.bench.device_wait_s)
+    watch.start()
+    try:
+        results = tuner.fit()
+    finally:
+        watch.stop()
+    del actors, pinned, watch.handles  # the last handles: the actors end with the experiment
     recorded = Ledger.read(out / TRIALS)
     rows = [_row(results[i], recorded) for i in range(len(results))]
     ended = sum(1 for r in rows if r.status != "stopped" or r.id in recorded.by_id)
+    if watch.lost is not None:
+        return device_lost(watch.lost, rows, recorded, out, config)
     if ended < config.tune.num_samples:
         log_stderr(f"interrupted after {ended} of {config.tune.num_samples} trials; the "
                    f"state is saved: python -m edge_tune.tune --resume {out}")
@@ -153,6 +171,24 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                    resumed=resume,
                    dashboard=f"http://{dashboard}" if dashboard else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def device_lost(reason: str, rows: list[TrialRow], recorded: Ledger, out: Path,
+                config: Config) -> dict[str, Any]:
+    """A run the device watch stopped: the trials in flight appended to trials.jsonl as
+    ``interrupted`` (``--resume`` runs them again; a resumed run's final rewrite replaces
+    them), and a summary.json that says so (``interrupted``): what was written."""
+    in_flight = [r for r in rows if r.status == "stopped" and r.id not in recorded.by_id]
+    for row in in_flight:
+        append(out / TRIALS, dataclasses.replace(row, status="interrupted", reason=reason))
+    summary = {"interrupted": reason, "trials_finished": len(recorded.by_id) + sum(
+        1 for r in rows if r.status == "error"), "trials_interrupted": [r.id for r in in_flight],
+        "trials_planned": config.tune.num_samples,
+        "resume": f"python -m edge_tune.tune --resume {out}"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log_stderr(f"stopped: {reason}; {len(in_flight)} trial(s) in flight recorded as "
+               f"interrupted; once an ncs node with the device is back: {summary['resume']}")
     return summary
 
 
@@ -339,7 +375,8 @@ def check_resumable(out: Path) -> None:
             str((out / EXPERIMENT).resolve())):
         raise UserError(f"--resume: {str(out)!r} holds no interrupted edge_tune run "
                         f"(config.yaml and {EXPERIMENT}/ experiment state)")
-    if (out / "summary.json").is_file():
+    summary = out / "summary.json"
+    if summary.is_file() and "interrupted" not in json.loads(summary.read_text()):
         raise UserError(f"--resume: {str(out)!r} already finished (summary.json); nothing to "
                         "resume")
     for pickled in sorted((out / EXPERIMENT).glob("*.pkl")):

@@ -306,3 +306,98 @@ def test_a_device_that_hangs_fails_one_trial_and_the_run_goes_on(tmp_path: Path,
     # served by the first process, its restart, then (after two more hangs) a fresh one
     served = [m["bench_pid"] for m in completed]
     assert served[:2] == frozen[:2] and served[2] == served[3] and served[2] not in frozen
+
+
+def _cluster_config(tmp_path: Path, small_config: dict, **bench: object) -> str:
+    # a call limit given: no timing call of the baseline, so calls are the trials' own
+    return _tune_config(tmp_path, small_config,
+                        bench={**small_config["bench"], "call_limit_s": 60, **bench})
+
+
+@pytest.mark.slow
+def test_edge_nodes_that_leave_and_come_back(tmp_path: Path, small_config: dict) -> None:
+    """Two ncs nodes: one removed mid-run, and the calls move to the other without a wait;
+    then that one removed too, and trials wait until a new ncs node joins; the run completes
+    with every trial once."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    run: Tune | None = None
+    try:
+        first, second = (cluster.add_node(num_cpus=0, resources={"ncs": 1}) for _ in range(2))
+        cluster.wait_for_nodes()
+        out = tmp_path / "run"
+        run = Tune("--address", cluster.address, "--config",
+                   _cluster_config(tmp_path, small_config), "--num-samples", "6", "--seed",
+                   "3", "--no-wandb", "--output", str(out))
+        run.wait_for("trial 1/6")
+        cluster.remove_node(first)
+        moved = run.wait_for("left the cluster")
+        run.wait_for("trial 3/6")  # no wait: the other device took the calls
+        cluster.remove_node(second)
+        waiting = run.wait_for("trials wait for an ncs node")
+        time.sleep(4)  # a gap the console shows
+        third = cluster.add_node(num_cpus=0, resources={"ncs": 1})
+        back = run.wait_for("back after")
+        assert run.finish() == 0, run.tail()
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.kill()
+        cluster.shutdown()
+    assert "the other 1 device(s) take its calls" in moved
+    assert "up to 300 s; bench.device_wait_s" in waiting
+    assert f"(node {third.node_id[:8]}) takes its calls" in back
+    assert int(back.split("back after ")[1].split(" s")[0]) >= 4
+    rows = _rows(out)
+    assert len(rows) == 6 and len({r["id"] for r in rows}) == 6, rows
+    assert {r["status"] for r in rows} == {"completed"}
+    nodes = [r["metrics"]["bench_node_id"] for r in rows]
+    assert nodes[-1] == third.node_id and set(nodes) <= {first.node_id, second.node_id,
+                                                          third.node_id}
+    assert json.loads((out / "summary.json").read_text())["trials_completed"] == 6
+
+
+@pytest.mark.slow
+def test_a_device_gone_for_good_stops_the_run_and_resume_finishes_it(
+        tmp_path: Path, small_config: dict) -> None:
+    """The only ncs node removed: the run waits bench.device_wait_s, then stops with exit
+    code 75, the trial in flight recorded as interrupted; --resume, once a new ncs node has
+    joined, runs that trial again and finishes the run with every trial once."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    run: Tune | None = None
+    try:
+        edge = cluster.add_node(num_cpus=0, resources={"ncs": 1})
+        cluster.wait_for_nodes()
+        out = tmp_path / "run"
+        run = Tune("--address", cluster.address, "--config",
+                   _cluster_config(tmp_path, small_config, device_wait_s=8),
+                   "--num-samples", "4", "--seed", "3", "--no-wandb", "--output", str(out))
+        run.wait_for("trial 1/4")
+        cluster.remove_node(edge)
+        removed = time.time()
+        code = run.finish(timeout=120)
+        took = time.time() - removed
+        stopped = run.wait_for("stopped: no ncs node with device CPU came back within 8 s")
+        assert code == 75, run.tail()
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["interrupted"].startswith("no ncs node with device CPU came back")
+        interrupted = [r for r in _rows(out) if r["status"] == "interrupted"]
+        assert [r["id"] for r in interrupted] == summary["trials_interrupted"]
+        assert len(interrupted) >= 1 and "--resume" in stopped
+        cluster.add_node(num_cpus=0, resources={"ncs": 1})
+        cluster.wait_for_nodes()
+        run = Tune("--address", cluster.address, "--resume", str(out), "--no-wandb")
+        assert run.finish() == 0, run.tail()
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.kill()
+        cluster.shutdown()
+    assert took < 8 + 30, took  # the wait, two looks and Tune's own stop
+    rows = _rows(out)
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4, rows
+    assert {r["status"] for r in rows} == {"completed"}
+    assert {r["id"] for r in interrupted} <= {r["id"] for r in rows}  # run again, once
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_completed"] == 4 and "interrupted" not in summary

@@ -1,0 +1,101 @@
+"""The run's edge devices kept served while nodes come and go: one benchmark actor per device
+name, on an alive ``ncs`` node.
+
+Actors are pinned to their node with a hard affinity, so when the node leaves they die rather
+than wait, and a node that rejoins has a new id. :class:`DeviceWatch` (a thread of the driver)
+looks every :data:`POLL_S` seconds: an actor whose node left (or that died for good) is said
+on the console and ended, which frees its name; trials that need it wait for it
+(:func:`edge_tune.run.device_call.call_device`), or use the other devices when there are
+some. An ``ncs`` node that joins takes over a missing name: a fresh actor there, under the
+same name, reads the baseline on its first call and compiles its models afresh. When no
+device has been there for ``bench.device_wait_s``, the watch stops the run as Ctrl-C does
+(trials in flight are unfinished, so ``--resume`` runs them again) and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import ray
+
+from edge_tune.core.console import log_stderr
+from edge_tune.edge import bench
+from edge_tune.edge.actor import NAMESPACE
+from edge_tune.run.cluster import ncs_nodes, new_actor
+from edge_tune.run.device_call import actor_alive
+
+POLL_S = 2.0  # s between looks at the cluster's nodes
+
+
+class DeviceWatch(threading.Thread):
+    """Keeps an actor under every name of ``names`` on an alive ``ncs`` node (see the module
+    docstring). ``lost`` holds the reason when it stopped the run."""
+
+    def __init__(self, names: tuple[str, ...], nodes: list[str], where: list[str],
+                 settings: bench.BenchSettings, wait_s: float) -> None:
+        super().__init__(name="edge_tune-device-watch", daemon=True)
+        self.names, self.settings, self.wait_s = names, settings, wait_s
+        self.node = dict(zip(names, nodes, strict=True))  # name -> node id ("" = none)
+        self.where = dict(zip(names, where, strict=True))  # name -> "host ip" for messages
+        self.gone_since: dict[str, float] = {}  # name -> monotonic s it went missing
+        self.handles: dict[str, Any] = {}  # actors this watch started: held, or they end
+        self.lost: str | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.check()
+            except Exception as err:  # noqa: BLE001  a watch that dies would hide a lost device
+                log_stderr(f"device watch: {type(err).__name__}: {err}")
+
+    def check(self) -> None:
+        """One look: say and end what left, start what came, stop the run past the wait."""
+        alive = ncs_nodes()
+        for name in self.names:
+            node = self.node[name]
+            if name in self.gone_since or (node in alive and actor_alive(name)):
+                continue
+            self.gone_since[name] = time.monotonic()
+            why = "left the cluster" if node not in alive else "stopped answering for good"
+            self._end(name)
+            others = len(self.names) - len(self.gone_since)
+            log_stderr(f"device {self.settings.device} on {self.where[name]} {why}; "
+                       + (f"the other {others} device(s) take its calls" if others else
+                          f"trials wait for an ncs node with it (up to "
+                          f"{self.wait_s:.0f} s; bench.device_wait_s)"))
+        taken = {self.node[n] for n in self.names if n not in self.gone_since}
+        for node in [n for n in alive if n not in taken]:
+            if not self.gone_since:
+                break
+            name = min(self.gone_since, key=self.gone_since.__getitem__)
+            self._start(name, node, time.monotonic() - self.gone_since.pop(name))
+        if len(self.gone_since) == len(self.names) and self.lost is None:
+            waited = time.monotonic() - min(self.gone_since.values())
+            if waited > self.wait_s:
+                self.lost = (f"no ncs node with device {self.settings.device} came back "
+                             f"within {self.wait_s:.0f} s (bench.device_wait_s)")
+                log_stderr(f"{self.lost}: stopping the run; trials in flight are recorded as "
+                           "interrupted and run again with --resume once the device is back")
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Tune saves its state
+
+    def _end(self, name: str) -> None:
+        with contextlib.suppress(ValueError):  # already dead: its name is free
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        self.handles.pop(name, None)
+
+    def _start(self, name: str, node: str, after_s: float) -> None:
+        self.handles[name] = new_actor(name, node, self.settings)
+        info = ray.get(self.handles[name].info.remote())
+        self.node[name] = node
+        self.where[name] = f"{info['host']} {info['node_ip']}"
+        log_stderr(f"device {self.settings.device} back after {after_s:.0f} s: a benchmark "
+                   f"actor on {self.where[name]} (node {node[:8]}) takes its calls")
