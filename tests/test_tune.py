@@ -177,6 +177,9 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     for noise in ["Configuration for experiment", "TensorBoard", "core_worker.cc", " E "]:
         assert noise not in console, noise
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
+    # two trials at once on the device's node: the actor keeps a core to itself
+    assert "benchmark actors keep their own cores while trials run beside them" in \
+        result.stderr
     assert "(its token: ray get-auth-token" in result.stderr
     # the report on a tune run: objective over trials, parameter correlation, Pareto, layers
     report = run_module("edge_tune.report", str(out), timeout=120)
@@ -185,6 +188,7 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     for name in ["pareto", "objective", "importance", "layers"]:
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and f"({name}.png)" in text
     assert "Spearman" in text and f"{len(completed)} completed trials" in text
+    assert f"Benchmark queue on node {summary['bench_actor']['node_id'][:8]}: 3 calls" in text
 
 
 # the CUDA test's tune section: checked on every machine (test_the_cuda_config_is_valid_here),

@@ -170,13 +170,15 @@ def _save_atomic(state: dict[str, torch.Tensor], meta: dict[str, Any], folder: P
 
 def loss_rise(losses: list[float], factor: float = 1.2) -> tuple[int, int] | None:
     """The first run of epochs over which the mean training loss rose by more than
-    ``factor`` (first epoch, last epoch: 0-based), or None: a learning rate too high
-    diverges that way before the schedule's decay recovers part of it."""
+    ``factor`` and by more than a tenth of the first epoch's loss (first epoch, last epoch:
+    0-based), or None: a learning rate too high diverges that way before the schedule's decay
+    recovers part of it (a converged loss wobbling near 0 is no such rise)."""
     for first in range(len(losses) - 1):
         last = first
         while last + 1 < len(losses) and losses[last + 1] > losses[last]:
             last += 1
-        if losses[last] > losses[first] * factor:
+        rise = losses[last] - losses[first]
+        if losses[last] > losses[first] * factor and rise > 0.1 * losses[0]:
             return first, last
     return None
 

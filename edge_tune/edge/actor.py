@@ -77,6 +77,24 @@ def model_files(path: str | Path) -> ModelFiles:
     return files
 
 
+def pin_to(cores: set[int]) -> None:
+    """Every thread of this process (and the threads they start later) on ``cores`` only."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            continue
+
+
+def keep_cores(count: int) -> list[int]:
+    """Pin this process to the last ``count`` cores it may use (all of them when it may use
+    no more): the cores, which trials on this node then keep off."""
+    allowed = sorted(os.sched_getaffinity(0))
+    kept = allowed[-count:] if count < len(allowed) else allowed
+    pin_to(set(kept))
+    return kept
+
+
 def _write(files: ModelFiles, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
@@ -91,9 +109,13 @@ class BenchActor:
     runs; a lock lets one measurement at a time reach the device.
     """
 
-    def __init__(self, baseline: ModelFiles | None, settings: bench.BenchSettings) -> None:
+    def __init__(self, baseline: ModelFiles | None, settings: bench.BenchSettings,
+                 reserve: int = 0) -> None:
         """``baseline``: its files, or None when every call brings it (a Ray actor: see
-        :func:`edge_tune.run.cluster.start_actors`)."""
+        :func:`edge_tune.run.cluster.start_actors`). ``reserve``: cores this process keeps to
+        itself (the last of those it may use; trials on its node keep off them: see
+        :func:`pin_to`), when trials run concurrently beside the device."""
+        self.cores = keep_cores(reserve) if reserve else []
         bench.check_device(settings.device)
         self.settings = settings
         self.identity = bench.identity(settings)  # what its measurements depend on
@@ -220,7 +242,7 @@ class BenchActor:
                 "node_ip": ray.util.get_node_ip_address() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls,
-                "identity": self.identity}
+                "identity": self.identity, "cores": self.cores}
 
 
 class Metrics:

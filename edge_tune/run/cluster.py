@@ -166,17 +166,30 @@ def check_edge_devices(device: str) -> None:
             raise UserError(problem.replace(" here;", f" on {NCS} node {node[:8]};"))
 
 
+def cores_to_reserve(config: Config) -> int:
+    """Cores each benchmark actor keeps to itself: its ``bench.threads`` when trials run
+    concurrently and may run on an ``ncs`` node (one that has CPUs: a single machine, say),
+    so that their work does not share the cores a measurement runs on; else none."""
+    if config.tune.max_concurrent <= 1:
+        return 0
+    ncs = set(ncs_nodes())
+    shared = any(n["NodeID"] in ncs and n.get("Resources", {}).get("CPU", 0) > 0
+                 for n in _alive())
+    return config.bench.threads if shared else 0
+
+
 def actor_name(index: int) -> str:
     """``edge_tune_bench`` for the first ``ncs`` node, ``edge_tune_bench_1``... after it."""
     return ACTOR_NAME if index == 0 else f"{ACTOR_NAME}_{index}"
 
 
 def start_actors(baseline_model: Path, settings: bench.BenchSettings,
-                 pinned: list[Any]) -> list[Any]:
+                 pinned: list[Any], reserve: int = 0) -> list[Any]:
     """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
 
     Threaded (``max_concurrency``) so its load and info answer during a measurement; the
-    actor's own lock serialises the device. 0 CPUs: trials keep the node's cores. A dead actor
+    actor's own lock serialises the device. 0 CPUs: trials keep the node's cores, but for the
+    ``reserve`` cores the actor pins itself to (trials on its node keep off them). A dead actor
     process restarts (3 times) and the call in flight is retried once.
 
     The baseline's files are not a constructor argument (a restartable actor whose arguments
@@ -186,25 +199,26 @@ def start_actors(baseline_model: Path, settings: bench.BenchSettings,
     holds ``pinned`` as long as the actors.
     """
     pinned.append(ray.put(model_files(baseline_model)))
-    actors = [new_actor(actor_name(index), node, settings)
+    actors = [new_actor(actor_name(index), node, settings, reserve)
               for index, node in enumerate(ncs_nodes())]
     ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
     return actors
 
 
-def new_actor(name: str, node: str, settings: bench.BenchSettings) -> Any:
-    """A benchmark actor named ``name`` pinned to ``node`` (see :func:`start_actors`); a name
-    just freed by an actor that died may take a moment to be free again."""
+def new_actor(name: str, node: str, settings: bench.BenchSettings, reserve: int = 0) -> Any:
+    """A benchmark actor named ``name`` pinned to ``node`` (see :func:`start_actors`),
+    keeping ``reserve`` cores to itself; a name just freed by an actor that died may take a
+    moment to be free again."""
     remote = ray.remote(BenchActor).options(
         name=name, namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         max_concurrency=16, max_restarts=3, max_task_retries=1)
     for _ in range(20):
         try:
-            return remote.remote(None, settings)
+            return remote.remote(None, settings, reserve)
         except ValueError:  # "the name is already taken": the dead actor's, not yet freed
             time.sleep(0.5)
-    return remote.remote(None, settings)
+    return remote.remote(None, settings, reserve)
 
 
 def pick_actor(names: tuple[str, ...]) -> tuple[int, Any] | None:

@@ -3,7 +3,7 @@ object store: the config and the baseline it starts from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,14 +29,18 @@ class TrialContext:
     allocator: Allocator | None = None  # per-layer allocation (a latency target in the space)
     call_limit_s: float = 0.0  # s a benchmark call may hold the device (0: no limit)
     actor_where: tuple[str, ...] = ()  # each actor's node (host and address), for messages
+    # node id -> cores its benchmark actor keeps to itself (trials running there keep off)
+    reserved_cores: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, config: Config, base: Baseline, threshold_top1: float,
            actors: tuple[str, ...] = (), bench_baseline: tuple[Any, ...] = (),
            allocator: Allocator | None = None, call_limit_s: float = 0.0,
-           actor_where: tuple[str, ...] = ()) -> TrialContext:
+           actor_where: tuple[str, ...] = (),
+           reserved_cores: dict[str, tuple[int, ...]] | None = None) -> TrialContext:
         return cls(config, base.state(), base.shapes, base.artifact.top1, threshold_top1,
-                   actors, bench_baseline, allocator, call_limit_s, actor_where)
+                   actors, bench_baseline, allocator, call_limit_s, actor_where,
+                   reserved_cores or {})
 
     def base_model(self, num_classes: int) -> nn.Module:
         """A fresh copy of the baseline, on the GPU when the trial asked for one and its node

@@ -37,9 +37,10 @@ class DeviceWatch(threading.Thread):
     docstring). ``lost`` holds the reason when it stopped the run."""
 
     def __init__(self, names: tuple[str, ...], nodes: list[str], where: list[str],
-                 settings: bench.BenchSettings, wait_s: float) -> None:
+                 settings: bench.BenchSettings, wait_s: float, reserve: int = 0) -> None:
         super().__init__(name="edge_tune-device-watch", daemon=True)
         self.names, self.settings, self.wait_s = names, settings, wait_s
+        self.reserve = reserve  # cores a new actor keeps to itself (start_actors)
         self.node = dict(zip(names, nodes, strict=True))  # name -> node id ("" = none)
         self.where = dict(zip(names, where, strict=True))  # name -> "host ip" for messages
         self.gone_since: dict[str, float] = {}  # name -> monotonic s it went missing
@@ -93,7 +94,7 @@ class DeviceWatch(threading.Thread):
         self.handles.pop(name, None)
 
     def _start(self, name: str, node: str, after_s: float) -> None:
-        self.handles[name] = new_actor(name, node, self.settings)
+        self.handles[name] = new_actor(name, node, self.settings, self.reserve)
         info = ray.get(self.handles[name].info.remote())
         self.node[name] = node
         self.where[name] = f"{info['host']} {info['node_ip']}"

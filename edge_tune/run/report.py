@@ -147,7 +147,8 @@ def write_report(folder: str | Path, wandb: bool = False,
                   f"Threshold validation top-1 {run.threshold:.2f}%. "
                   "Parameter importance: Spearman rank correlation of each parameter with the "
                   "objective over completed trials (negative: larger values gave lower, better "
-                  "objectives): " + ", ".join(f"{k} {v:+.2f}" for k, v in values.items()), ""]
+                  "objectives): " + ", ".join(f"{k} {v:+.2f}" for k, v in values.items()), "",
+                  *run.notes, ""]
     lines += ["## Methods" if run.kind == "study" else "## Best trials", "",
               _table(header, rows), ""]
     if len(series) > 1:

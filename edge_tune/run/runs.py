@@ -52,6 +52,7 @@ class Run:
     params: list[str] = field(default_factory=list)  # tune: the searched parameter names
     stopped: list[TrialRow] = field(default_factory=list)  # tune: trials stopped early
     front: list[str] = field(default_factory=list)  # tune: ids of the trials on the front
+    notes: list[str] = field(default_factory=list)  # tune: the device's side of the run
 
 
 def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, float]:
@@ -119,7 +120,25 @@ def load_tune(folder: Path) -> Run:
     stopped = [t for t in trials if t.status == "stopped"]
     front = json.loads((folder / FRONT).read_text()) if (folder / FRONT).is_file() else []
     return Run("tune", folder, points, baseline, summary["threshold"]["top1"], layers,
-               list(summary["search_space"]["bounds"]), stopped, [e["id"] for e in front])
+               list(summary["search_space"]["bounds"]), stopped, [e["id"] for e in front],
+               device_notes(summary))
+
+
+def device_notes(summary: dict[str, Any]) -> list[str]:
+    """Sentences on the device's side of a tune run: its queue, its hangs, int8 it ran
+    slower than float."""
+    notes = [f"Benchmark queue on node {node[:8]}: {q['calls']} calls, waited "
+             f"{q['wait_s_median']:.1f} s in the median ({q['wait_s_max']:.1f} s at most) for "
+             f"the device, busy {100 * q['busy_share']:.0f}% of its span."
+             for node, q in summary.get("bench_queue", {}).items()]
+    if summary.get("device_hangs"):
+        notes.append(f"The device hung {summary['device_hangs']} time(s) "
+                     "(bench.call_limit_s): its actor was ended and restarted each time; "
+                     "trials.jsonl names the trials that failed for it.")
+    if summary.get("trials_int8_slower"):
+        notes.append(f"{summary['trials_int8_slower']} int8 trial(s) ran slower in int8 than "
+                     "in float on the device and were deployed in float.")
+    return notes
 
 
 def load_run(folder: str | Path) -> Run:

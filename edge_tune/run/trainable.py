@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -38,7 +39,7 @@ from edge_tune.compression.plan import (
 from edge_tune.compression.train import device_for, evaluate, set_threads
 from edge_tune.config import Config
 from edge_tune.edge import bench
-from edge_tune.edge.actor import BenchCall, ModelFiles, model_files
+from edge_tune.edge.actor import BenchCall, ModelFiles, model_files, pin_to
 from edge_tune.run.context import TrialContext
 from edge_tune.run.device_call import Watched, call_device
 from edge_tune.run.ledger import Ledger
@@ -61,6 +62,9 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
         return
     started = time.time()
     config = context.config
+    reserved = context.reserved_cores.get(ray.get_runtime_context().get_node_id())
+    if reserved and set(os.sched_getaffinity(0)) - set(reserved):  # beside a device: off
+        pin_to(set(os.sched_getaffinity(0)) - set(reserved))  # the cores it measures on
     # the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     splits, val = load_splits(config)

@@ -34,7 +34,14 @@ from edge_tune.core.errors import UserError, work_started
 from edge_tune.run.allocating import prepare_allocator, profile_settings
 from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
-from edge_tune.run.cluster import actor_name, connect, shutdown, start_actors, trial_request
+from edge_tune.run.cluster import (
+    actor_name,
+    connect,
+    cores_to_reserve,
+    shutdown,
+    start_actors,
+    trial_request,
+)
 from edge_tune.run.context import TrialContext
 from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, call_limit
 from edge_tune.run.devices import DeviceWatch
@@ -107,7 +114,8 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     log_stderr(f"baseline validation top-1 {base.artifact.top1:.2f}% (as deployed; test "
                f"{base_test[0]:.2f}%); threshold {threshold_top1:.2f}% on validation")
     pinned: list[Any] = []  # [the baseline's files]: every benchmark call passes it
-    actors = start_actors(base.artifact.deployed, config.bench, pinned)  # held: a named actor
+    reserve = cores_to_reserve(config)
+    actors = start_actors(base.artifact.deployed, config.bench, pinned, reserve)  # held
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
                f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
@@ -130,7 +138,11 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,
-                          tuple(f"{i['host']} {i['node_ip']}" for i in actor_info))
+                          tuple(f"{i['host']} {i['node_ip']}" for i in actor_info),
+                          {i["node_id"]: tuple(i["cores"]) for i in actor_info if i["cores"]})
+    if reserve:
+        log_stderr("benchmark actors keep their own cores while trials run beside them: " +
+                   ", ".join(f"{i['host']}: {i['cores']}" for i in actor_info))
     ledger = Ledger.read(out / TRIALS) if resume else Ledger({}, {})
     resources = {k.lower(): v for k, v in trial_request(config).items()}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=ctx, ledger=ledger),
@@ -143,7 +155,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     else:
         tuner = _new_tuner(runnable, config, space, out, wandb)
     watch = DeviceWatch(ctx.actors, [i["node_id"] for i in actor_info], list(ctx.actor_where),
-                        config.bench, config.bench.device_wait_s)
+                        config.bench, config.bench.device_wait_s, reserve)
     watch.start()
     try:
         results = tuner.fit()

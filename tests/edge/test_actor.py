@@ -110,3 +110,25 @@ def test_a_model_openvino_cannot_read_is_that_calls_error(models: dict[str, Path
     assert actor.load() == (0, 1)  # nothing left waiting; the device lock is free
     ok = actor.benchmark(model_files(models["small"]), per_layer=False)
     assert ok.call == 2 and ok.models["model"].latency_ms < ok.baseline.latency_ms
+
+
+def test_an_actor_can_keep_cores_to_itself(models: dict[str, Path]) -> None:
+    """Trials beside the device keep off the cores the actor measures on: it pins every
+    thread of its process (those OpenVINO starts later inherit it) to its last cores."""
+    import os
+
+    from edge_tune.edge.actor import pin_to
+
+    every = os.sched_getaffinity(0)
+    try:
+        actor = BenchActor(model_files(models["resnet"]), SETTINGS, reserve=1)
+        kept = {max(every)} if len(every) > 1 else every
+        assert set(actor.cores) == kept and actor.info()["cores"] == actor.cores
+        result = actor.benchmark(model_files(models["small"]), per_layer=False)
+        assert os.sched_getaffinity(0) == kept  # still, with OpenVINO's threads started
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+        assert all(os.sched_getaffinity(t) == kept for t in threads)
+        assert result.speedup() > 1
+    finally:
+        pin_to(every)
+    assert BenchActor(model_files(models["resnet"]), SETTINGS).cores == []
