@@ -150,7 +150,7 @@ class BenchActor:
     def benchmark_set(self, models: dict[str, ModelFiles], per_layer: bool = True,
                       baseline: list[Any] | None = None,
                       settings: bench.BenchSettings | None = None,
-                      token: str | None = None) -> BenchCall:
+                      token: str | None = None, steady: tuple[str, ...] = ()) -> BenchCall:
         """Measure several models and the baseline in one interleaved session (ms, batch 1),
         so every ratio between them compares numbers taken side by side; ``started`` and
         ``ended`` let callers check that no two measurements overlapped.
@@ -160,6 +160,8 @@ class BenchActor:
         reference, not the bytes, on every call. ``settings``: this call's (fewer
         iterations, say; its device must be the actor's), else the actor's own. ``token``:
         the caller's name for this call, whose device time :meth:`progress` tells.
+        ``steady``: the models whose ratio must be steady for a session to stand (none given:
+        all of them); the others are measured alongside.
         """
         if settings is not None and settings.device != self.settings.device:
             raise ValueError(f"this actor measures on {self.settings.device}, not "
@@ -175,7 +177,8 @@ class BenchActor:
                 started = time.time()
                 if token is not None:
                     self._running[token] = time.monotonic()
-                results = self._measure(models, per_layer, call, settings or self.settings)
+                results = self._measure(models, per_layer, call, settings or self.settings,
+                                        steady)
                 ended = time.time()
         finally:
             self._running.pop(token or "", None)
@@ -197,22 +200,25 @@ class BenchActor:
             self.baseline = _write(ray.get(box[0]), self.folder / "baseline")
 
     def _measure(self, models: dict[str, ModelFiles], per_layer: bool, call: int,
-                 settings: bench.BenchSettings) -> dict[str, Measurement]:
+                 settings: bench.BenchSettings, steady: tuple[str, ...] = ()
+                 ) -> dict[str, Measurement]:
         folder = self.folder / f"call{call}"
         paths = {name: _write(files, folder / str(i))
                  for i, (name, files) in enumerate(models.items())}
         try:
-            results, noise, sessions = self._calmest(paths, per_layer, settings)
+            results, noise, sessions = self._calmest(paths, per_layer, settings, steady)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {name: Measurement(**r.summary(), ratio_cv=noise.get(name, 0.0),
                                   sessions=sessions, layers=r.layers)
                 for name, r in results.items()}
 
-    def _calmest(self, paths: dict[str, Path], per_layer: bool, settings: bench.BenchSettings
+    def _calmest(self, paths: dict[str, Path], per_layer: bool, settings: bench.BenchSettings,
+                 steady: tuple[str, ...] = ()
                  ) -> tuple[dict[str, bench.BenchResult], dict[str, float], int]:
-        """Interleaved sessions until every model's ratio to the baseline is steady (per-round
-        ratio CV <= max_ratio_cv) or max_sessions ran; the calmest session is kept."""
+        """Interleaved sessions until every model's (of ``steady``, when given) ratio to the
+        baseline is steady (per-round ratio CV <= max_ratio_cv) or max_sessions ran; the
+        calmest session is kept."""
         best: tuple[float, dict[str, bench.BenchResult], dict[str, float]] | None = None
         sessions = 0
         if self.baseline is None:
@@ -221,7 +227,8 @@ class BenchActor:
             results = bench.benchmark_models({"baseline": self.baseline, **paths},
                                              settings, per_layer=per_layer)
             noise = {n: bench.ratio_cv(results[n], results["baseline"]) for n in paths}
-            worst = max(noise.values(), default=0.0)
+            worst = max((v for n, v in noise.items() if not steady or n in steady),
+                        default=0.0)
             if best is None or worst < best[0]:
                 best = (worst, results, noise)
             if worst <= settings.max_ratio_cv:

@@ -57,9 +57,11 @@ def call_limit(settings: bench.BenchSettings, baseline_call_s: float) -> float:
 
 def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str, ModelFiles],
                 pinned: list[Any], limit_s: float, per_layer: bool = True,
-                settings: bench.BenchSettings | None = None, device: str = "CPU") -> Watched:
+                settings: bench.BenchSettings | None = None, device: str = "CPU",
+                steady: tuple[str, ...] = ()) -> Watched:
     """``models`` measured beside the baseline at the least loaded of the actors ``names``
-    (on the nodes ``where``, for messages), watched (see the module docstring)."""
+    (on the nodes ``where``, for messages), watched (see the module docstring); ``steady``:
+    the models whose ratios decide whether a session is repeated (none given: all)."""
     lost = hangs = 0
     while True:
         picked = pick_actor(names)
@@ -68,7 +70,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
             continue
         index, actor = picked
         token = uuid.uuid4().hex
-        ref = actor.benchmark_set.remote(models, per_layer, pinned, settings, token)
+        ref = actor.benchmark_set.remote(models, per_layer, pinned, settings, token, steady)
         try:
             if limit_s <= 0:  # no limit (a study, a test): Ray's own retry only
                 return Watched(ray.get(ref), 0)

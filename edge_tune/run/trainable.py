@@ -124,7 +124,8 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
     if plan.schedule.int8:  # the same graph in float, measured in the same session
         models["float"] = model_files(graph.with_name("probe.onnx"))
     asked = time.time()
-    watched = measure_at_actor(context, models)
+    # the float twin only tells whether int8 pays: its noise does not repeat the session
+    watched = measure_at_actor(context, models, steady=("model",))
     measured = watched.call
     for probe_file in out.glob("probe*"):  # measured: not part of the trial's files
         probe_file.unlink()
@@ -166,12 +167,13 @@ def remeasure(artifact: Artifact, context: TrialContext, latency: TrialResult
                                          device_hangs=latency.device_hangs + watched.hangs)
 
 
-def measure_at_actor(context: TrialContext, models: dict[str, ModelFiles]) -> Watched:
+def measure_at_actor(context: TrialContext, models: dict[str, ModelFiles],
+                     steady: tuple[str, ...] = ()) -> Watched:
     """``models`` measured beside the baseline at the least loaded benchmark actor, the call
     watched against the run's call limit (:mod:`edge_tune.run.device_call`)."""
     return call_device(context.actors, context.actor_where, models,
                        list(context.bench_baseline), context.call_limit_s,
-                       device=context.config.bench.device)
+                       device=context.config.bench.device, steady=steady)
 
 
 def faster_precision(measured: BenchCall, plan: CompressionPlan, keep_slower: bool

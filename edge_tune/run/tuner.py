@@ -212,7 +212,10 @@ def derive_call_limit(config: Config, actor: Any, pinned: list[Any]) -> float:
         log_stderr(f"benchmark calls: at most {config.bench.call_limit_s:g} s on the device "
                    "each (bench.call_limit_s)")
         return config.bench.call_limit_s
-    call = ray.get(actor.benchmark_set.remote({"model": ray.get(pinned[0])}, baseline=pinned))
+    # one session (the factor covers repeated ones): the baseline against itself
+    once = dataclasses.replace(config.bench, max_sessions=1)
+    call = ray.get(actor.benchmark_set.remote({"model": ray.get(pinned[0])}, baseline=pinned,
+                                              settings=once))
     limit = call_limit(config.bench, call.ended - call.started)
     log_stderr(f"benchmark calls: at most {limit:.0f} s on the device each ({CALL_FACTOR:g} x "
                f"the baseline's {call.ended - call.started:.1f} s call, at least "
