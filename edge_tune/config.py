@@ -113,7 +113,8 @@ class TuneConfig:
     trial_cpus: float = 0.0  # 0 = the largest trial node's cores / max_concurrent
     trial_gpus: float = 0.0  # > 0: trials train on a GPU when their node has one
     trial_memory_gb: float = 0.0  # GB of RAM reserved per trial (Ray's `memory`); 0 = none
-    max_failures: int = 0  # retries of a failed trial
+    # retries of a trial whose process or node was lost (a trial that raises is not retried)
+    max_failures: int = 2
     early_stop: bool = True  # stop trials that cannot win (edge_tune.search.stopping.EarlyStop)
     threshold: Threshold = field(default_factory=Threshold)
     wandb_project: str = "edge_tune"

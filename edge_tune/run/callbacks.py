@@ -69,7 +69,13 @@ class TrialLog(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
-        result = read_result(trial.last_result)
+        last = trial.last_result or {}
+        if last.get("phase") == "error":  # it raised: reported, not retried
+            append(Path(self.ledger), row_of(trial, "error", str(last.get("trial_error"))))
+            log_stderr(f"trial {trial.trial_id} failed (its error is in {TRIALS}); the "
+                       "experiment goes on")
+            return
+        result = read_result(last)
         if result is None or result.phase != "done":
             row = row_of(trial, "stopped", reason=self.stopper.reasons.get(trial.trial_id))
             append(Path(self.ledger), row)
@@ -89,6 +95,11 @@ class TrialLog(Callback):
                    f"{result.objective:.3f}{precision_note(result)}"
                    + (f" (the device hung {result.device_hangs} time(s): its actor was "
                       "restarted and the call retried)" if result.device_hangs else ""))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log_stderr(f"trial {trial.trial_id} lost its process or node ({error_line(trial)}); "
+                   f"it runs again (failure {trial.num_failures} of up to "
+                   f"{trial.max_failures}: tune.max_failures)")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         line = error_line(trial)

@@ -74,7 +74,8 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
     teacher = teacher_for(config.finetune.distill, context.base_model(splits.num_classes),
                           splits.num_classes) if schedule.distill else None
     out = Path(tempfile.mkdtemp(prefix="edge_tune_trial-"))
-    try:  # a trial stopped by the scheduler ends inside tune.report: clean up anyway
+    latency: TrialResult | None = None
+    try:  # a trial stopped by the scheduler ends inside tune.report (SystemExit): clean up
         measured, latency, plan = probe_latency(model, plan, splits, context, out)
         tune.report(latency.metrics())
         artifact, epochs_run = fine_tune(model, plan, splits, context, out, val, latency,
@@ -90,8 +91,21 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
                               artifact.timings, len(artifact.float_layers)))
         write_files(artifact, plan, measured, out)
         tune.report(result.metrics(), checkpoint=tune.Checkpoint.from_directory(str(out)))
+    except Exception as err:  # noqa: BLE001  its own fault: reported as its last result, so
+        # that Tune's retries (tune.max_failures) go to lost processes and nodes only
+        tune.report(failed(latency, context, err).metrics())
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def failed(latency: TrialResult | None, context: TrialContext, err: Exception) -> TrialResult:
+    """A trial's last report when it raised: its latency figures when it got that far, the
+    exception's type and last line (phase ``error``)."""
+    lines = [x for x in str(err).splitlines() if x.strip()]
+    error = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+    if latency is not None:
+        return dataclasses.replace(latency, phase="error", error=error)
+    return TrialResult("error", float("nan"), context.threshold_top1, error=error)
 
 
 def load_splits(config: Config) -> tuple[Splits, Images]:

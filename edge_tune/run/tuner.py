@@ -172,6 +172,10 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                    f"state is saved: python -m edge_tune.tune --resume {out}")
         return None
     summary = collect(rows, out, base, threshold_top1, config, space)
+    # Tune's record of a failure in a trial that ran again and ended without one
+    summary["trials_retried"] = sum(
+        1 for i in range(len(results)) if not results[i].error
+        and (Path(results[i].path) / "error.txt").is_file())
     summary["baseline"].update(test_top1=base_test[0], test_top5=base_test[1])
     if summary["best"] is not None and (out / "best").is_dir():
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
@@ -253,6 +257,9 @@ def _row(result: Any, ledger: Ledger) -> TrialRow:
     if result.error:
         return trial_row(trial_id, "error", result.config, metrics, _one_line(result.error),
                          checkpoint=checkpoint)
+    if metrics.get("phase") == "error":  # it raised: reported by the trainable, not retried
+        return trial_row(trial_id, "error", result.config, metrics,
+                         str(metrics.get("trial_error")), checkpoint=checkpoint)
     recorded = ledger.by_id.get(trial_id)
     return trial_row(trial_id, "completed" if metrics.get("phase") == "done" else "stopped",
                      result.config, metrics,

@@ -249,7 +249,7 @@ class ConstrainedBayesOpt(Searcher):
         before fine-tuning); an errored trial teaches nothing."""
         x = self.live.pop(trial_id, None)
         read = read_result(result)
-        if x is None or error or read is None:
+        if x is None or error or read is None or read.phase == "error":
             return
         self.threshold = read.threshold_top1
         self.observed.append(Observation(x, read.latency_ratio, read.val_top1,
@@ -273,9 +273,10 @@ class PenaltyBayesOpt(BayesOptSearch):
                           error: bool = False) -> None:
         live = trial_id in self._live_trial_mapping
         read = read_result(result)
-        if read is not None and read.phase == "latency":
+        if (result or {}).get("phase") == "error" or (read is not None
+                                                       and read.phase == "latency"):
             # stopped before fine-tuning: its objective (the ratio, as if feasible) says
-            # nothing about accuracy, so it is dropped like an error
+            # nothing about accuracy, so it is dropped like an error (as is an error)
             result, error = None, True
         super().on_trial_complete(trial_id, result, error)
         warming_up = len(self._buffered_trial_results) < self.random_search_trials

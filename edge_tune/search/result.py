@@ -16,7 +16,8 @@ from typing import Any, Literal, cast
 
 from edge_tune.search.objective import objective
 
-Phase = Literal["latency", "epoch", "done"]
+# error: the trial raised (its own fault, not a lost process): reported, not retried
+Phase = Literal["latency", "epoch", "done", "error"]
 # seconds of the steps of a trial's final build (compress: fine-tuning included)
 TIMINGS = ("compress_s", "export_s", "quantize_s", "verify_eval_s")
 
@@ -89,6 +90,7 @@ class TrialResult:
     # (> 1: int8 ran slower, and float was deployed unless quantize.keep_slower_int8)
     int8_vs_float: float | None = None
     device_hangs: int = 0  # benchmark calls of this trial that hung (its actor restarted)
+    error: str | None = None  # phase error: the exception's type and message
     probe: Probe | None = None
     deployed: Deployed | None = None
     replay: Replay | None = None
@@ -124,6 +126,9 @@ class TrialResult:
             out["int8_vs_float"] = self.int8_vs_float
         if self.device_hangs:
             out["device_hangs"] = self.device_hangs
+        if self.error is not None:  # raised before its latency was known: no figures
+            out["trial_error"] = self.error
+            out = {k: v for k, v in out.items() if not (isinstance(v, float) and v != v)}
         if self.deployed is not None:
             d = self.deployed
             out.update(epochs_run=d.epochs_run, val_top5=d.val_top5,
@@ -159,7 +164,8 @@ class TrialResult:
                    int(m.get("epoch", 0)), int(m.get("finetune_epochs", 0)),
                    bool(m.get("int8", False)), bool(m.get("finetunes", True)),
                    m.get("epoch_s"), m.get("predicted_ratio"), m.get("int8_vs_float"),
-                   int(m.get("device_hangs", 0)), probe, deployed, replay)
+                   int(m.get("device_hangs", 0)), m.get("trial_error"), probe, deployed,
+                   replay)
 
 
 def read_result(metrics: dict[str, Any] | None) -> TrialResult | None:

@@ -161,6 +161,8 @@ def test_max_failures_retries_a_trial_whose_worker_was_killed(tmp_path: Path,
                (out / "ray" / folder / "result.json").read_text().splitlines()]
     assert results[-1]["trial_id"] == second and results[-1]["pid"] not in killed
     assert not any("failed (its error is in" in line for line in run.lines)
+    assert any(f"trial {second} lost its process or node" in line for line in run.lines)
+    assert summary["trials_retried"] == 1
 
 
 @pytest.mark.slow
@@ -196,8 +198,12 @@ def test_a_trial_that_raises_is_recorded_and_the_others_complete(tmp_path: Path,
     [failed] = [r for r in rows if r["status"] == "error"]
     assert failed["params"] == points[0]
     assert "recipe training diverged" in failed["error"], failed["error"]
-    # it measured its latency first, then diverged while fine-tuning: no final result
-    assert failed["metrics"]["phase"] == "latency" and "val_top1" not in failed["metrics"]
+    # it measured its latency first, then diverged while fine-tuning: reported as its last
+    # result (phase error), so it was not retried though tune.max_failures allows it
+    assert failed["metrics"]["phase"] == "error" and "val_top1" not in failed["metrics"]
+    assert failed["metrics"]["latency_ratio"] > 0
+    assert failed["metrics"]["trial_error"].startswith("RuntimeError: ")
+    assert summary["trials_retried"] == 0
     [done] = [r for r in rows if r["status"] == "completed"]
     assert done["params"] == points[1]
     assert done["error"] is None and "objective" in done["metrics"]
@@ -401,3 +407,75 @@ def test_a_device_gone_for_good_stops_the_run_and_resume_finishes_it(
     assert {r["id"] for r in interrupted} <= {r["id"] for r in rows}  # run again, once
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials_completed"] == 4 and "interrupted" not in summary
+
+
+def _training_here(title: str, run: Tune, timeout: float = 120) -> psutil.Process:
+    """A ``title`` worker among this process's descendants (a cluster this test started)
+    whose CPU time grows: a trial training."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        workers = []
+        for process in psutil.Process().children(recursive=True):
+            try:
+                if " ".join(process.cmdline()).startswith(title):
+                    workers.append(process)
+            except psutil.Error:
+                continue
+        before = {w.pid: _cpu(w) for w in workers}
+        time.sleep(0.5)
+        busy = [w for w in workers if _cpu(w) - before[w.pid] > 0.2]
+        if busy:
+            return busy[0]
+        assert run.proc.poll() is None, run.tail()
+    raise AssertionError(f"no busy {title} worker within {timeout:g} s:\n{run.tail()}")
+
+
+def _node_of(process: psutil.Process, nodes: list) -> object | None:
+    """The ``ray.cluster_utils`` node whose raylet started ``process`` (up its parents)."""
+    raylets = {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+    for parent in process.parents():
+        if parent.pid in raylets:
+            return raylets[parent.pid]
+    return None
+
+
+@pytest.mark.slow
+def test_a_trial_node_that_leaves_mid_trial_is_retried_elsewhere(tmp_path: Path,
+                                                                 small_config: dict) -> None:
+    """Two trial nodes of one CPU each; the one training a trial removed mid-trial: that
+    trial runs again on the other (retried by default: tune.max_failures 2), said and counted;
+    every trial completes once."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    run: Tune | None = None
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.add_node(num_cpus=0, resources={"ncs": 1})
+        cluster.wait_for_nodes()
+        out = tmp_path / "run"
+        config = _tune_config(tmp_path, small_config, data={"image_size": 32},
+                              bench={**small_config["bench"], "call_limit_s": 60},
+                              tune={"trial_cpus": 1})
+        run = Tune("--address", cluster.address, "--config", config, "--num-samples", "3",
+                   "--seed", "3", "--no-wandb", "--output", str(out))
+        run.wait_for("trial 1/3")
+        busy = _training_here("ray::ImplicitFunc", run)  # the cluster's workers are ours
+        lost = _node_of(busy, workers)
+        assert lost is not None
+        cluster.remove_node(lost)
+        assert run.finish() == 0, run.tail()
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.kill()
+        cluster.shutdown()
+    [kept] = [w for w in workers if w is not lost]
+    rows = _rows(out)
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3, rows
+    assert {r["status"] for r in rows} == {"completed"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_retried"] == 1 and summary["trials_errored"] == 0
+    [said] = [line for line in run.lines if "lost its process or node" in line]
+    retried = said.split("trial ")[1].split(" ")[0]
+    assert next(r for r in rows if r["id"] == retried)["metrics"]["trial_node_id"] == \
+        kept.node_id

@@ -51,3 +51,15 @@ def test_a_dict_without_a_result_reads_as_none() -> None:
     assert read_result({"trial_id": "x", "done": True}) is None
     minimal = read_result({"latency_ratio": 0.5, "threshold_top1": 90.0, "val_top1": 95.0})
     assert minimal is not None and minimal.phase == "done" and minimal.feasible
+
+
+def test_a_trial_that_raised_reports_its_error_and_what_it_measured() -> None:
+    early = TrialResult("error", float("nan"), 90.0, error="OSError: no data")
+    flat = early.metrics()
+    assert flat["phase"] == "error" and flat["trial_error"] == "OSError: no data"
+    assert "latency_ratio" not in flat and "objective" not in flat  # nothing was measured
+    assert read_result(flat) is None  # no searcher or stopper learns from it
+    late = TrialResult("error", 0.4, 90.0, error="RuntimeError: diverged", int8=True)
+    back = TrialResult.of(late.metrics())
+    assert back.phase == "error" and back.error == "RuntimeError: diverged"
+    assert back.latency_ratio == 0.4 and not back.feasible
