@@ -71,9 +71,9 @@ class TrialLog(Callback):
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # it still runs
         last = trial.last_result or {}
         if last.get("phase") == "error":  # it raised: reported, not retried
-            append(Path(self.ledger), row_of(trial, "error", str(last.get("trial_error"))))
-            log_stderr(f"trial {trial.trial_id} failed (its error is in {TRIALS}); the "
-                       "experiment goes on")
+            line = str(last.get("trial_error"))
+            append(Path(self.ledger), row_of(trial, "error", line))
+            log_stderr(failure_line(trial.trial_id, line))
             return
         result = read_result(last)
         if result is None or result.phase != "done":
@@ -104,9 +104,15 @@ class TrialLog(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         line = error_line(trial)
         append(Path(self.ledger), row_of(trial, "error", line))
-        why = f": {line.split(': ', 1)[-1]}" if "DeviceHang" in line else ""
-        log_stderr(f"trial {trial.trial_id} failed{why} (its error is in {TRIALS}); the "
-                   "experiment goes on")
+        log_stderr(failure_line(trial.trial_id, line))
+
+
+def failure_line(trial_id: str, error: str) -> str:
+    """The console's line for a failed trial: its error is in trials.jsonl; a device that
+    hung is named here too."""
+    why = f": {error.split(': ', 1)[-1]}" if "DeviceHang" in error else ""
+    return (f"trial {trial_id} failed{why} (its error is in {TRIALS}); the experiment goes "
+            "on")
 
 
 def precision_note(result: TrialResult) -> str:

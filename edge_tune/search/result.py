@@ -126,9 +126,10 @@ class TrialResult:
             out["int8_vs_float"] = self.int8_vs_float
         if self.device_hangs:
             out["device_hangs"] = self.device_hangs
-        if self.error is not None:  # raised before its latency was known: no figures
-            out["trial_error"] = self.error
-            out = {k: v for k, v in out.items() if not (isinstance(v, float) and v != v)}
+        if self.error is not None:  # raised before its latency was known: no figures but
+            out["trial_error"] = self.error  # the objective Tune insists on (NaN: learnt from
+            out = {k: v for k, v in out.items()  # by no searcher: an error)
+                   if k == "objective" or not (isinstance(v, float) and v != v)}
         if self.deployed is not None:
             d = self.deployed
             out.update(epochs_run=d.epochs_run, val_top5=d.val_top5,

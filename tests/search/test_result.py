@@ -57,7 +57,8 @@ def test_a_trial_that_raised_reports_its_error_and_what_it_measured() -> None:
     early = TrialResult("error", float("nan"), 90.0, error="OSError: no data")
     flat = early.metrics()
     assert flat["phase"] == "error" and flat["trial_error"] == "OSError: no data"
-    assert "latency_ratio" not in flat and "objective" not in flat  # nothing was measured
+    assert "latency_ratio" not in flat  # nothing was measured; Tune insists on an objective
+    assert flat["objective"] != flat["objective"]  # NaN: no searcher learns from an error
     assert read_result(flat) is None  # no searcher or stopper learns from it
     late = TrialResult("error", 0.4, 90.0, error="RuntimeError: diverged", int8=True)
     back = TrialResult.of(late.metrics())
