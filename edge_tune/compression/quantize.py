@@ -69,6 +69,18 @@ def _ignored(src: str | Path, options: Int8Options) -> object:
                              validate=False)
 
 
+def _scheme(src: str | Path, options: Int8Options) -> dict[str, object]:
+    """The preset and ignored scope ``options`` ask NNCF for (none when the defaults do)."""
+    import nncf
+
+    extra: dict[str, object] = {}
+    if options.asymmetric_activations:
+        extra["preset"] = nncf.QuantizationPreset.MIXED
+    if options.float_layers or options.int8_layers is not None:
+        extra["ignored_scope"] = _ignored(src, options)
+    return extra
+
+
 def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray,
              bias_correction: bool = True, options: Int8Options | None = None) -> Path:
     """Write an int8 OpenVINO IR of the ONNX model ``src`` to ``dst`` (``.xml``).
@@ -83,11 +95,7 @@ def quantize(src: str | Path, dst: str | Path, calibration: np.ndarray,
     samples = [calibration[i:i + 1] for i in range(len(calibration))]
     import nncf  # heavy: only when a model is quantised
 
-    extra: dict[str, object] = {}
-    if options.asymmetric_activations:
-        extra["preset"] = nncf.QuantizationPreset.MIXED
-    if options.float_layers or options.int8_layers is not None:
-        extra["ignored_scope"] = _ignored(src, options)
+    extra = _scheme(src, options)
     quantized = nncf.quantize(
         model, nncf.Dataset(samples), subset_size=len(samples),
         advanced_parameters=_advanced(options, bias_correction), **extra)
@@ -116,11 +124,7 @@ def quantize_controlled(src: str | Path, dst: str | Path, calibration: np.ndarra
         hits = [float(np.argmax(compiled(x)[0]) == y) for x, y in data]  # type: ignore[attr-defined]
         return float(np.mean(hits)), hits
 
-    extra: dict[str, object] = {}
-    if options.asymmetric_activations:
-        extra["preset"] = nncf.QuantizationPreset.MIXED
-    if options.float_layers or options.int8_layers is not None:
-        extra["ignored_scope"] = _ignored(src, options)
+    extra = _scheme(src, options)
     quantized = nncf.quantize_with_accuracy_control(
         model, nncf.Dataset(samples), nncf.Dataset(items, lambda item: item[0]), top1,
         max_drop=max_drop / 100, subset_size=len(samples),

@@ -64,6 +64,12 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def last_line(error: BaseException) -> str:
+    """The last non-empty line of an exception's message ("" if it has none)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are UserErrors: one line, exit code 2."""
 

@@ -11,6 +11,7 @@ accuracy as deployed, the benchmark actor) is as for a baseline trained here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -23,7 +24,7 @@ from edge_tune.config import Config
 from edge_tune.core.console import log_stderr
 from edge_tune.run.cluster import trial_request
 
-Log = Any  # Callable[[str], None]
+Log = Callable[[str], None]
 
 
 def wants_gpu_baseline(config: Config) -> bool:

@@ -38,6 +38,7 @@ from edge_tune.compression.plan import (
 )
 from edge_tune.compression.train import device_for, evaluate, set_threads
 from edge_tune.config import Config
+from edge_tune.core.errors import last_line
 from edge_tune.edge import bench
 from edge_tune.edge.actor import BenchCall, ModelFiles, model_files, pin_to
 from edge_tune.run.context import TrialContext
@@ -62,9 +63,10 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
         return
     started = time.time()
     config = context.config
-    reserved = context.reserved_cores.get(ray.get_runtime_context().get_node_id())
-    if reserved and set(os.sched_getaffinity(0)) - set(reserved):  # beside a device: off
-        pin_to(set(os.sched_getaffinity(0)) - set(reserved))  # the cores it measures on
+    reserved = context.reserved_cores.get(ray.get_runtime_context().get_node_id(), ())
+    free = set(os.sched_getaffinity(0)) - set(reserved)
+    if reserved and free:  # beside a device: off the cores it measures on
+        pin_to(free)
     # the trial's own CPUs, not the node's: concurrent trials must not oversubscribe it
     set_threads(config.train_threads or max(1, int(config.tune.trial_cpus)))
     splits, val = load_splits(config)
@@ -101,8 +103,7 @@ def trainable(params: dict[str, float], context: TrialContext, ledger: Ledger) -
 def failed(latency: TrialResult | None, context: TrialContext, err: Exception) -> TrialResult:
     """A trial's last report when it raised: its latency figures when it got that far, the
     exception's type and last line (phase ``error``)."""
-    lines = [x for x in str(err).splitlines() if x.strip()]
-    error = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+    error = f"{type(err).__name__}: {last_line(err)}"[:500]
     if latency is not None:
         return dataclasses.replace(latency, phase="error", error=error)
     return TrialResult("error", float("nan"), context.threshold_top1, error=error)

@@ -30,7 +30,7 @@ from edge_tune.compression.train import set_threads
 from edge_tune.config import Config, config_to_dict
 from edge_tune.core.console import log_stderr
 from edge_tune.core.environment import quiet_tune, wandb_environment
-from edge_tune.core.errors import UserError, work_started
+from edge_tune.core.errors import UserError, last_line, work_started
 from edge_tune.run.allocating import prepare_allocator, profile_settings
 from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
@@ -267,9 +267,7 @@ def _row(result: Any, ledger: Ledger) -> TrialRow:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    tail = [line for line in text if line.strip()][-1:] or [type(error).__name__]
-    return tail[0][:500]
+    return (last_line(error).rstrip() or type(error).__name__)[:500]
 
 
 def collect(rows: list[TrialRow], out: Path, base: Baseline, threshold_top1: float,
