@@ -15,9 +15,10 @@ key path, e.g. ``finetune.epochs: expected an integer >= 0, got -1``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edge_tune.catalog.data import DATASETS
 from edge_tune.catalog.models import model_spec
@@ -185,7 +186,15 @@ _RULES: dict[str, Any] = {
        for k, r in _FLOATS.items()},
     "tune.points_to_evaluate": lambda p, v: _check_points(p, v),
     "prune.channel_multiple": lambda p, v: _check_multiple(p, v),
+    "bench.devices": lambda p, v: _check_devices(p, v),
 }
+
+
+def _check_devices(path: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) and d.strip() for d in value):
+        raise UserError(f"{path}: expected a list of OpenVINO device names (one per device on "
+                        f"an ncs node, e.g. [GPU.0, GPU.1]), got {value!r}")
+    return tuple(d.strip() for d in value)
 
 
 def _check_multiple(path: str, value: Any) -> int | str:
@@ -300,4 +309,5 @@ def load_config(path: str | Path | None) -> Config:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict of a config (for JSON results and YAML files)."""
-    return dataclasses.asdict(config)
+    # through JSON: tuples (bench.devices) become the lists YAML writes
+    return cast(dict[str, Any], json.loads(json.dumps(dataclasses.asdict(config))))

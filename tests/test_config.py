@@ -37,6 +37,8 @@ def test_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     ({"quantize": {"max_drop": -1}}, "quantize.max_drop: expected 0 <= x <= 100, got -1"),
     ({"quantize": {"keep_slower_int8": 1}},
      "quantize.keep_slower_int8: expected true or false, got 1"),
+    ({"bench": {"devices": "GPU.0"}}, "bench.devices: expected a list of OpenVINO device names"),
+    ({"bench": {"devices": ["GPU.0", ""]}}, "bench.devices: expected a list of OpenVINO device"),
 ])
 def test_bad_values_name_their_yaml_path(raw: dict, message: str) -> None:
     with pytest.raises(UserError) as err:

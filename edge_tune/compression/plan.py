@@ -107,13 +107,14 @@ def compress(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Co
              log: Log = log_stderr, after_epoch: EpochHook | None = None,
              finetune: bool = True, teacher: Teacher | None = None) -> RecipeRun:
     """Run the plan's recipe on ``model`` in place; ``finetune=False``: the epoch-0 actions
-    only (filters removed, BatchNorm re-estimated), as the latency probe needs; a
-    ``teacher``: fine-tuning distils from it when the schedule asks to."""
+    only (filters removed; BatchNorm not re-estimated: the latency probe needs the graph's
+    shapes, not its accuracy); a ``teacher``: fine-tuning distils from it when the schedule
+    asks to."""
     epochs = plan.schedule.finetune_epochs if plan.finetunes and finetune else 0
     if epochs:
         log(f"fine-tuning {epochs} epochs" + (" distilling" if plan.schedule.distill else ""))
     return fit_recipe(model, plan.loaded, splits, config, epochs, log, after_epoch=after_epoch,
-                      teacher=teacher if plan.schedule.distill else None)
+                      teacher=teacher if plan.schedule.distill else None, recalibrate=finetune)
 
 
 def build(model: nn.Module, plan: CompressionPlan, splits: Splits, config: Config, out: Path,

@@ -372,17 +372,18 @@ def run_recipe(model: nn.Module, recipe: Recipe, dataset: Any, epochs: int, lr: 
 
 def fit_recipe(model: nn.Module, recipe: Recipe, splits: Splits, config: Config, epochs: int,
                log: Log, report_top1: bool = False, after_epoch: EpochHook | None = None,
-               teacher: Teacher | None = None) -> RecipeRun:
+               teacher: Teacher | None = None, recalibrate: bool = True) -> RecipeRun:
     """:func:`run_recipe` with the config's fine-tuning settings and data; BatchNorm
-    re-estimated after every thinning; with ``report_top1`` the thinning reports carry test
-    top-1 (masked, thinned, re-estimated); with a ``teacher``, distilled."""
+    re-estimated after every thinning (``recalibrate``; a latency probe needs only the
+    shapes); with ``report_top1`` the thinning reports carry test top-1 (masked, thinned,
+    re-estimated); with a ``teacher``, distilled."""
     f = config.finetune
+    images = f.bn_recalibration_images if recalibrate else 0
     example = torch.zeros(1, 3, splits.image_size, splits.image_size)
     return run_recipe(model, recipe, splits.train, epochs, f.lr, f.weight_decay,
                       config.data.batch_size, example, seed=config.baseline.seed, log=log,
                       evaluate=(lambda m: evaluate(m, splits.test)[0]) if report_top1 else None,
-                      after_thinning=lambda m: recalibrate_batchnorm(
-                          m, splits.train, f.bn_recalibration_images),
+                      after_thinning=lambda m: recalibrate_batchnorm(m, splits.train, images),
                       after_epoch=after_epoch,
                       validate=lambda m: validation_metrics(m, splits.val),
                       calibration_images=config.quantize.calibration_images, teacher=teacher)

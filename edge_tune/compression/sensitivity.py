@@ -7,9 +7,13 @@ first where the device saves the most time per point of accuracy lost."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +69,36 @@ def measure_sensitivity(model: nn.Module, shape: Structure, splits: Splits, conf
         log(f"sensitivity {i}/{len(shape.groups)}: {group.name} "
             + ", ".join(f"{lv:.0%} -{d:.1f}" for lv, d in drops[group.name]))
     return Sensitivity(top1, drops)
+
+
+def sensitivity_key(model: nn.Module, config: Config) -> str:
+    """What the measurement depends on: the weights, the data (its split and size), the
+    model's name and this module's levels and image counts."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps({"model": config.model, "data": dataclasses.asdict(config.data),
+                              "levels": LEVELS, "images": IMAGES,
+                              "recalibration": RECALIBRATION}, sort_keys=True).encode())
+    return f"{config.model.rsplit('/', 1)[-1].replace(':', '_')}-{digest.hexdigest()[:12]}"
+
+
+def cached_sensitivity(folder: Path, model: nn.Module, shape: Structure, splits: Splits,
+                       config: Config, log: Callable[[str], None] = lambda _: None
+                       ) -> Sensitivity:
+    """:func:`measure_sensitivity`, cached under ``folder`` by :func:`sensitivity_key` (the
+    same baseline and data: a re-run, another arm of a comparison, takes it from there)."""
+    path = folder / f"{sensitivity_key(model, config)}.json"
+    if path.is_file():
+        raw = json.loads(path.read_text())
+        log(f"sensitivity: cached {path.stem}")
+        return Sensitivity(raw["top1"], {g: [(float(a), float(b)) for a, b in points]
+                                         for g, points in raw["drops"].items()})
+    log("sensitivity: each group alone at 25/50/75% of its filters removed")
+    measured = measure_sensitivity(model, shape, splits, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(measured), indent=1))
+    tmp.replace(path)
+    return measured

@@ -62,6 +62,7 @@ class BenchCall:
     call: int  # this actor's call number (1, 2, ...)
     node_id: str | None  # Ray node the actor runs on (None outside Ray)
     pid: int
+    device: str = ""  # the OpenVINO device it measured on
 
     def speedup(self, name: str = "model") -> float:
         """Baseline latency / the model's (median, same session)."""
@@ -86,11 +87,14 @@ def pin_to(cores: set[int]) -> None:
             continue
 
 
-def keep_cores(count: int) -> list[int]:
-    """Pin this process to the last ``count`` cores it may use (all of them when it may use
-    no more): the cores, which trials on this node then keep off."""
+def keep_cores(count: int, slot: int = 0) -> list[int]:
+    """Pin this process to ``count`` cores of those it may use, counted from the last: the
+    last ``count`` for ``slot`` 0, the ``count`` before them for slot 1 (a second device on
+    the node)... or all of them when too few are left. The cores, which trials on this node
+    then keep off."""
     allowed = sorted(os.sched_getaffinity(0))
-    kept = allowed[-count:] if count < len(allowed) else allowed
+    end = len(allowed) - slot * count
+    kept = allowed[end - count:end] if end - count >= 0 and count < len(allowed) else allowed
     pin_to(set(kept))
     return kept
 
@@ -110,12 +114,14 @@ class BenchActor:
     """
 
     def __init__(self, baseline: ModelFiles | None, settings: bench.BenchSettings,
-                 reserve: int = 0) -> None:
+                 reserve: int = 0, slot: int = 0) -> None:
         """``baseline``: its files, or None when every call brings it (a Ray actor: see
         :func:`edge_tune.run.cluster.start_actors`). ``reserve``: cores this process keeps to
         itself (the last of those it may use; trials on its node keep off them: see
-        :func:`pin_to`), when trials run concurrently beside the device."""
-        self.cores = keep_cores(reserve) if reserve else []
+        :func:`pin_to`), when trials run concurrently beside the device or several devices
+        share the node's CPU. ``slot``: which of its node's devices it serves (0, 1, ...)."""
+        self.slot = slot
+        self.cores = keep_cores(reserve, slot) if reserve else []
         bench.check_device(settings.device)
         self.settings = settings
         self.identity = bench.identity(settings)  # what its measurements depend on
@@ -188,7 +194,7 @@ class BenchActor:
         metrics.done(ended - started, len(models))
         base = results.pop("baseline")
         return BenchCall(base, results, started, ended, call, self.info()["node_id"],
-                         os.getpid())
+                         os.getpid(), self.settings.device)
 
     def _load_baseline(self, box: list[Any] | None) -> None:
         with self._baseline_lock:
@@ -249,7 +255,7 @@ class BenchActor:
                 "node_ip": ray.util.get_node_ip_address() if in_ray else None,
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "device": self.settings.device, "calls": self.calls,
-                "identity": self.identity, "cores": self.cores}
+                "identity": self.identity, "cores": self.cores, "slot": self.slot}
 
 
 class Metrics:

@@ -43,6 +43,10 @@ class BenchSettings:
     # s a run waits for an ncs node with the device when every one has left the cluster;
     # then it stops (exit code 75) and --resume continues once the device is back
     device_wait_s: float = 300.0
+    # several devices on one ncs node: a node that advertises ncs: N runs N benchmark actors,
+    # the i-th on devices[i] (e.g. [GPU.0, GPU.1]); empty: every actor on ``device``. Actors
+    # that share a node's CPU (device CPU) each keep their own ``threads`` cores
+    devices: tuple[str, ...] = ()
 
 
 # model files by name -> (median ms, per-layer (node, type, ms) rows) by name: how the torch
@@ -272,14 +276,29 @@ def write_layers_csv(layers: list[LayerTime], path: str | Path) -> Path:
 
 def infer(path: str | Path, inputs: np.ndarray, settings: BenchSettings,
           batch: int = 64) -> np.ndarray:
-    """Logits of ``inputs`` (N, C, H, W) through the deployed model, ``batch`` at a time."""
+    """Logits of ``inputs`` (N, C, H, W) through the deployed model, ``batch`` at a time: a
+    static batch shape (the last batch padded) and OpenVINO's THROUGHPUT hint with an async
+    queue, so every core works (ResNet-20 f32 on 9,000 images: 2.5-3.5x faster than one
+    dynamic-shape request on 2 cores; the same logits)."""
     core = _core()
     model = core.read_model(str(path))
-    model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, *inputs.shape[1:]])})
-    precision = {k: v for k, v in compile_settings(core, settings).items()
-                 if k == "INFERENCE_PRECISION_HINT"}
-    compiled = core.compile_model(model, settings.device, precision)
-    request = compiled.create_infer_request()
-    out = [request.infer({0: inputs[i:i + batch]})[compiled.output(0)].copy()
-           for i in range(0, len(inputs), batch)]
-    return np.concatenate(out)
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape([batch, *inputs.shape[1:]])})
+    properties = {k: v for k, v in compile_settings(core, settings).items()
+                  if k == "INFERENCE_PRECISION_HINT"}
+    compiled = core.compile_model(model, settings.device,
+                                  {**properties, "PERFORMANCE_HINT": "THROUGHPUT"})
+    count = len(inputs)
+    pad = (-count) % batch
+    if pad:
+        inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+    out: list[np.ndarray] = [np.empty(0)] * (len(inputs) // batch)
+    queue = ov.AsyncInferQueue(compiled)
+
+    def keep(request: ov.InferRequest, index: int) -> None:
+        out[index] = request.get_output_tensor(0).data.copy()
+
+    queue.set_callback(keep)
+    for index in range(len(out)):
+        queue.start_async({0: inputs[index * batch:(index + 1) * batch]}, index)
+    queue.wait_all()
+    return np.concatenate(out)[:count]

@@ -16,7 +16,7 @@ from edge_tune.compression.allocation import Allocator
 from edge_tune.compression.baseline import cache_dir
 from edge_tune.compression.groups import structure
 from edge_tune.compression.profile import cached_profile, measure_profile, profile_key
-from edge_tune.compression.sensitivity import measure_sensitivity
+from edge_tune.compression.sensitivity import Sensitivity, cached_sensitivity
 from edge_tune.config import Config
 from edge_tune.core.console import log_stderr
 from edge_tune.core.errors import UserError
@@ -52,11 +52,12 @@ def prepare_allocator(config: Config, model: nn.Module, splits: Splits,
         f"({len(shape.groups)} groups of filters)")
     profile = cached_profile(folder, cached_as,
                              lambda: measure_profile(model, config, identity, measure))
-    log("sensitivity: each group alone at 25/50/75% of its filters removed")
-    sensitivity = measure_sensitivity(model, shape, splits, config)
-    allocator = Allocator(shape, profile, sensitivity)
-    check_reachable(allocator, lowest, int8_choices, multiple, key)
-    return allocator
+    # refused before the sensitivity's minutes: reachability is the profile's alone
+    check_reachable(Allocator(shape, profile, Sensitivity(0.0, {})), lowest, int8_choices,
+                    multiple, key)
+    sensitivity = cached_sensitivity(cache_dir(config).parent / "sensitivity", model, shape,
+                                     splits, config, log)
+    return Allocator(shape, profile, sensitivity)
 
 
 def check_reachable(allocator: Allocator, lowest: float, int8_choices: tuple[bool, ...],

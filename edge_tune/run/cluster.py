@@ -56,8 +56,9 @@ def connect(address: str | None, config: Config) -> tuple[Any, Config]:
     client = address is not None and address.startswith("ray://")
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": client,
                               "configure_logging": True, "logging_level": "ERROR"}
-    if address is None:
-        context = ray.init(address="local", resources={NCS: 1}, include_dashboard=True,
+    if address is None:  # this node's edge devices: bench.devices, or the one bench.device
+        devices = max(1, len(config.bench.devices))
+        context = ray.init(address="local", resources={NCS: devices}, include_dashboard=True,
                            dashboard_host="127.0.0.1", **kwargs)
     else:
         check_address(address)
@@ -72,8 +73,10 @@ def connect(address: str | None, config: Config) -> tuple[Any, Config]:
                             f"'{NCS}' resource (start the edge node with "
                             f"--resources='{{\"{NCS}\": 1}}')")
         config = resolve_resources(config)
+        check_device_slots(config.bench)
         if address is not None:
-            check_edge_devices(config.bench.device)
+            for device in dict.fromkeys(config.bench.devices or (config.bench.device,)):
+                check_edge_devices(device)
     except UserError:
         ray.shutdown()
         raise
@@ -87,6 +90,29 @@ def _alive() -> list[dict[str, Any]]:
 def ncs_nodes() -> list[str]:
     """Ids of the alive nodes that advertise the ``ncs`` resource, in Ray's order."""
     return [n["NodeID"] for n in _alive() if n.get("Resources", {}).get(NCS, 0) >= 1]
+
+
+Slot = tuple[str, int]  # (node id, which of its edge devices: 0, 1, ...)
+
+
+def ncs_slots() -> list[Slot]:
+    """One entry per edge device: a node that advertises ``ncs: N`` has N, in Ray's order."""
+    return [(n["NodeID"], slot) for n in _alive()
+            for slot in range(int(n.get("Resources", {}).get(NCS, 0)))]
+
+
+def slot_settings(settings: bench.BenchSettings, slot: int) -> bench.BenchSettings:
+    """The settings of a node's ``slot``-th device: ``bench.devices[slot]``, or ``device``."""
+    return replace(settings, device=settings.devices[slot]) if settings.devices else settings
+
+
+def check_device_slots(settings: bench.BenchSettings) -> None:
+    """With ``bench.devices``, no ncs node may advertise more devices than it names."""
+    most = max((slot + 1 for _, slot in ncs_slots()), default=0)
+    if settings.devices and most > len(settings.devices):
+        raise UserError(f"bench.devices: an ncs node advertises {most} devices ('{NCS}': "
+                        f"{most}) but {len(settings.devices)} are named "
+                        f"({', '.join(settings.devices)}); name one per device")
 
 
 GB = 1024 ** 3  # bytes: Ray's ``memory`` resource is in bytes
@@ -169,10 +195,16 @@ def check_edge_devices(device: str) -> None:
 def cores_to_reserve(config: Config) -> int:
     """Cores each benchmark actor keeps to itself: its ``bench.threads`` when trials run
     concurrently and may run on an ``ncs`` node (one that has CPUs: a single machine, say),
-    so that their work does not share the cores a measurement runs on; else none."""
+    so that their work does not share the cores a measurement runs on, or when several
+    devices on one node measure on its CPU (each on its own cores); else none."""
+    slots = ncs_slots()
+    on_cpu = any(d.split(".")[0] == "CPU"
+                 for d in config.bench.devices or (config.bench.device,))
+    if on_cpu and any(slot > 0 for _, slot in slots):
+        return config.bench.threads
     if config.tune.max_concurrent <= 1:
         return 0
-    ncs = set(ncs_nodes())
+    ncs = {node for node, _ in slots}
     shared = any(n["NodeID"] in ncs and n.get("Resources", {}).get("CPU", 0) > 0
                  for n in _alive())
     return config.bench.threads if shared else 0
@@ -185,7 +217,8 @@ def actor_name(index: int) -> str:
 
 def start_actors(baseline_model: Path, settings: bench.BenchSettings,
                  pinned: list[Any], reserve: int = 0) -> list[Any]:
-    """One benchmark actor per ``ncs`` node, pinned there; one measurement at a time each.
+    """One benchmark actor per edge device (a node's ``ncs`` count: its devices), pinned to
+    its node, on its device (:func:`slot_settings`); one measurement at a time each.
 
     Threaded (``max_concurrency``) so its load and info answer during a measurement; the
     actor's own lock serialises the device. 0 CPUs: trials keep the node's cores, but for the
@@ -199,26 +232,27 @@ def start_actors(baseline_model: Path, settings: bench.BenchSettings,
     holds ``pinned`` as long as the actors.
     """
     pinned.append(ray.put(model_files(baseline_model)))
-    actors = [new_actor(actor_name(index), node, settings, reserve)
-              for index, node in enumerate(ncs_nodes())]
+    actors = [new_actor(actor_name(index), slot, settings, reserve)
+              for index, slot in enumerate(ncs_slots())]
     ray.get([a.info.remote() for a in actors])  # fail here, not in the first trial
     return actors
 
 
-def new_actor(name: str, node: str, settings: bench.BenchSettings, reserve: int = 0) -> Any:
-    """A benchmark actor named ``name`` pinned to ``node`` (see :func:`start_actors`),
-    keeping ``reserve`` cores to itself; a name just freed by an actor that died may take a
-    moment to be free again."""
+def new_actor(name: str, where: Slot, settings: bench.BenchSettings, reserve: int = 0) -> Any:
+    """A benchmark actor named ``name`` pinned to the node of ``where`` on its device there
+    (see :func:`start_actors`), keeping ``reserve`` cores to itself; a name just freed by an
+    actor that died may take a moment to be free again."""
+    node, slot = where
     remote = ray.remote(BenchActor).options(
         name=name, namespace=NAMESPACE, resources={NCS: 1}, num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         max_concurrency=16, max_restarts=3, max_task_retries=1)
     for _ in range(20):
         try:
-            return remote.remote(None, settings, reserve)
+            return remote.remote(None, slot_settings(settings, slot), reserve, slot)
         except ValueError:  # "the name is already taken": the dead actor's, not yet freed
             time.sleep(0.5)
-    return remote.remote(None, settings, reserve)
+    return remote.remote(None, slot_settings(settings, slot), reserve, slot)
 
 
 def pick_actor(names: tuple[str, ...]) -> tuple[int, Any] | None:

@@ -46,6 +46,7 @@ class Watched:
 
     call: BenchCall
     hangs: int
+    actor: str = ""  # the name of the actor that answered
 
 
 def call_limit(settings: bench.BenchSettings, baseline_call_s: float) -> float:
@@ -73,14 +74,14 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
         ref = actor.benchmark_set.remote(models, per_layer, pinned, settings, token, steady)
         try:
             if limit_s <= 0:  # no limit (a study, a test): Ray's own retry only
-                return Watched(ray.get(ref), 0)
+                return Watched(ray.get(ref), 0, names[index])
             while not _watch(actor, ref, token, limit_s):
                 hangs += 1
                 ray.kill(actor, no_restart=False)  # Ray restarts it and retries the call once
                 if hangs == 2:
                     raise _hang(device, where[index] if index < len(where) else names[index],
                                 limit_s)
-            return Watched(ray.get(ref), hangs)
+            return Watched(ray.get(ref), hangs, names[index])
         except (RayActorError, ActorUnschedulableError):
             # its process died (another call's hang, a crash, ours: retried), or its node
             # left (the call moves to another device, or waits for one)

@@ -1,5 +1,5 @@
 """The run's edge devices kept served while nodes come and go: one benchmark actor per device
-name, on an alive ``ncs`` node.
+name, on a device of an alive ``ncs`` node (a node's ``ncs`` count is its devices).
 
 Actors are pinned to their node with a hard affinity, so when the node leaves they die rather
 than wait, and a node that rejoins has a new id. :class:`DeviceWatch` (a thread of the driver)
@@ -26,7 +26,7 @@ import ray
 from edge_tune.core.console import log_stderr
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE
-from edge_tune.run.cluster import ncs_nodes, new_actor
+from edge_tune.run.cluster import Slot, ncs_slots, new_actor, slot_settings
 from edge_tune.run.device_call import actor_alive
 
 POLL_S = 2.0  # s between looks at the cluster's nodes
@@ -36,12 +36,12 @@ class DeviceWatch(threading.Thread):
     """Keeps an actor under every name of ``names`` on an alive ``ncs`` node (see the module
     docstring). ``lost`` holds the reason when it stopped the run."""
 
-    def __init__(self, names: tuple[str, ...], nodes: list[str], where: list[str],
+    def __init__(self, names: tuple[str, ...], slots: list[Slot], where: list[str],
                  settings: bench.BenchSettings, wait_s: float, reserve: int = 0) -> None:
         super().__init__(name="edge_tune-device-watch", daemon=True)
         self.names, self.settings, self.wait_s = names, settings, wait_s
         self.reserve = reserve  # cores a new actor keeps to itself (start_actors)
-        self.node = dict(zip(names, nodes, strict=True))  # name -> node id ("" = none)
+        self.slot = dict(zip(names, slots, strict=True))  # name -> (node id, device index)
         self.where = dict(zip(names, where, strict=True))  # name -> "host ip" for messages
         self.gone_since: dict[str, float] = {}  # name -> monotonic s it went missing
         self.handles: dict[str, Any] = {}  # actors this watch started: held, or they end
@@ -60,25 +60,27 @@ class DeviceWatch(threading.Thread):
 
     def check(self) -> None:
         """One look: say and end what left, start what came, stop the run past the wait."""
-        alive = ncs_nodes()
+        slots = ncs_slots()
+        alive = {node for node, _ in slots}
         for name in self.names:
-            node = self.node[name]
+            node = self.slot[name][0]
             if name in self.gone_since or (node in alive and actor_alive(name)):
                 continue
             self.gone_since[name] = time.monotonic()
             why = "left the cluster" if node not in alive else "stopped answering for good"
             self._end(name)
             others = len(self.names) - len(self.gone_since)
-            log_stderr(f"device {self.settings.device} on {self.where[name]} {why}; "
+            device = slot_settings(self.settings, self.slot[name][1]).device
+            log_stderr(f"device {device} on {self.where[name]} {why}; "
                        + (f"the other {others} device(s) take its calls" if others else
                           f"trials wait for an ncs node with it (up to "
                           f"{self.wait_s:.0f} s; bench.device_wait_s)"))
-        taken = {self.node[n] for n in self.names if n not in self.gone_since}
-        for node in [n for n in alive if n not in taken]:
+        taken = {self.slot[n] for n in self.names if n not in self.gone_since}
+        for slot in [s for s in slots if s not in taken]:
             if not self.gone_since:
                 break
             name = min(self.gone_since, key=self.gone_since.__getitem__)
-            self._start(name, node, time.monotonic() - self.gone_since.pop(name))
+            self._start(name, slot, time.monotonic() - self.gone_since.pop(name))
         if len(self.gone_since) == len(self.names) and self.lost is None:
             waited = time.monotonic() - min(self.gone_since.values())
             if waited > self.wait_s:
@@ -93,10 +95,10 @@ class DeviceWatch(threading.Thread):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         self.handles.pop(name, None)
 
-    def _start(self, name: str, node: str, after_s: float) -> None:
-        self.handles[name] = new_actor(name, node, self.settings, self.reserve)
+    def _start(self, name: str, slot: Slot, after_s: float) -> None:
+        self.handles[name] = new_actor(name, slot, self.settings, self.reserve)
         info = ray.get(self.handles[name].info.remote())
-        self.node[name] = node
+        self.slot[name] = slot
         self.where[name] = f"{info['host']} {info['node_ip']}"
-        log_stderr(f"device {self.settings.device} back after {after_s:.0f} s: a benchmark "
-                   f"actor on {self.where[name]} (node {node[:8]}) takes its calls")
+        log_stderr(f"device {info['device']} back after {after_s:.0f} s: a benchmark "
+                   f"actor on {self.where[name]} (node {slot[0][:8]}) takes its calls")

@@ -153,7 +153,7 @@ def probe_latency(model: torch.nn.Module, plan: CompressionPlan, splits: Splits,
         model_m.sessions, base_m.latency_ms, speedup, measured.started - asked, measured.call,
         measured.node_id, measured.pid, measured.started, measured.ended, graph_s,
         probe_compress_s, ray.get_runtime_context().get_node_id(),
-        ray.util.get_node_ip_address())
+        ray.util.get_node_ip_address(), watched.actor)
     return measured, TrialResult(
         "latency", 1 / speedup, context.threshold_top1,
         finetune_epochs=plan.schedule.finetune_epochs, int8=plan.schedule.int8,

@@ -117,8 +117,8 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     reserve = cores_to_reserve(config)
     actors = start_actors(base.artifact.deployed, config.bench, pinned, reserve)  # held
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
-    log_stderr(f"benchmark actors: {len(actors)} on {config.bench.device} "
-               f"({', '.join(str(i['host']) + ' ' + str(i['node_ip']) for i in actor_info)})")
+    log_stderr(f"benchmark actors: {len(actors)} (" + ", ".join(
+        f"{i['device']} on {i['host']} {i['node_ip']}" for i in actor_info) + ")")
     limit_s = derive_call_limit(config, actors[0], pinned)
     asked = config.prune.channel_multiple
     config, measured = resolve_multiple(
@@ -139,7 +139,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,
                           tuple(f"{i['host']} {i['node_ip']}" for i in actor_info),
-                          {i["node_id"]: tuple(i["cores"]) for i in actor_info if i["cores"]})
+                          reserved_cores(actor_info))
     if reserve:
         log_stderr("benchmark actors keep their own cores while trials run beside them: " +
                    ", ".join(f"{i['host']}: {i['cores']}" for i in actor_info))
@@ -154,7 +154,8 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
                                    resume_unfinished=True, resume_errored=False)
     else:
         tuner = _new_tuner(runnable, config, space, out, wandb)
-    watch = DeviceWatch(ctx.actors, [i["node_id"] for i in actor_info], list(ctx.actor_where),
+    watch = DeviceWatch(ctx.actors, [(i["node_id"], i["slot"]) for i in actor_info],
+                        list(ctx.actor_where),
                         config.bench, config.bench.device_wait_s, reserve)
     watch.start()
     try:
@@ -227,8 +228,19 @@ def derive_call_limit(config: Config, actor: Any, pinned: list[Any]) -> float:
     return limit
 
 
+def reserved_cores(actor_info: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Node id -> the cores its benchmark actors keep (every device's, several on a node)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for info in actor_info:
+        if info["cores"]:
+            out[info["node_id"]] = tuple(sorted({*out.get(info["node_id"], ()),
+                                                 *info["cores"]}))
+    return out
+
+
 def bench_queue(rows: list[TrialRow]) -> dict[str, Any]:
-    """How the benchmark actors kept up, from the trials' probes: per actor node, the calls,
+    """How the benchmark actors kept up, from the trials' probes: per actor (its node id, and
+    ``/actor name`` when a node has several devices), the calls,
     the wait from asking to taking the device (s: median, p90, max) and the busy share (time
     measuring / the span from its first call's start to its last call's end)."""
     by_node: dict[str, list[Any]] = {}
@@ -236,6 +248,12 @@ def bench_queue(rows: list[TrialRow]) -> dict[str, Any]:
         result = row.result
         if result is not None and result.probe is not None and result.replay is None:
             by_node.setdefault(result.probe.bench_node_id or "here", []).append(result.probe)
+    if any(len({p.bench_actor for p in probes}) > 1 for probes in by_node.values()):
+        by_actor: dict[str, list[Any]] = {}  # several devices on a node: one entry each
+        for node, probes in by_node.items():
+            for p in probes:
+                by_actor.setdefault(f"{node}/{p.bench_actor}", []).append(p)
+        by_node = by_actor
     out: dict[str, Any] = {}
     for node, probes in by_node.items():
         waits = [p.bench_wait_s for p in probes]

@@ -45,6 +45,7 @@ class Probe:
     probe_compress_s: float  # filters removed on a copy, no fine-tuning
     trial_node_id: str
     trial_node_ip: str
+    bench_actor: str | None = None  # the benchmark actor's name (several on a node: which)
 
 
 @dataclass(frozen=True)

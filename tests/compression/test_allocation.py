@@ -3,6 +3,8 @@ sensitivity, and the greedy and uniform allocations that reach a latency target.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,3 +92,27 @@ def test_sensitivity_is_linear_between_levels_and_never_negative() -> None:
     assert s.drop("g", 0.6) == pytest.approx(2.6) and s.drop("g", 1.0) == pytest.approx(1.0)
     assert Sensitivity(90.0, {"g": [(0.25, -1.0), (0.5, -2.0)]}).drop("g", 0.4) == 0.0
     assert s.drop("unknown", 0.5) == 0.0
+
+
+def test_sensitivity_is_measured_once_per_baseline_and_data(tmp_path: Path) -> None:
+    from edge_tune.catalog.data import load_data
+    from edge_tune.compression.sensitivity import cached_sensitivity, sensitivity_key
+    from edge_tune.config import config_from_dict
+
+    config = config_from_dict({"model": "simple_cnn", "data": {"image_size": 16}})
+    splits = load_data(config.data)
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", splits.num_classes).eval()
+    shape = structure(model, torch.zeros(1, 3, 16, 16))
+    said: list[str] = []
+    first = cached_sensitivity(tmp_path, model, shape, splits, config, said.append)
+    again = cached_sensitivity(tmp_path, model, shape, splits, config, said.append)
+    assert again == first and set(first.drops) == {g.name for g in shape.groups}
+    assert said[0].startswith("sensitivity: each group") and said[1].startswith(
+        "sensitivity: cached")
+    key = sensitivity_key(model, config)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights: another baseline
+    assert sensitivity_key(model, config) != key
+    other = config_from_dict({"model": "simple_cnn", "data": {"image_size": 16, "seed": 1}})
+    assert sensitivity_key(model, other) != sensitivity_key(model, config)

@@ -121,3 +121,38 @@ def test_accuracy_controlled_int8_returns_layers_to_float_until_top1_holds(
     assert len(in_float) == len(float_layers(core.read_model(str(kept))))
     assert set(in_float) <= {"conv1", "conv2", "conv3", "fc"}  # by their torch names
     assert len(in_float) < len(_quantised_inputs(onnx))  # not simply all of them
+
+
+def test_graphs_of_one_topology_share_nncfs_quantizer_setup(tmp_path: Path) -> None:
+    """A thinned ResNet-20 reuses the setup NNCF found for the dense one (OpenVINO's own node
+    names made stable first), and places exactly the FakeQuantize nodes NNCF finds afresh."""
+    from edge_tune.compression import quantize as q
+    from edge_tune.compression.plan import plan_compression
+    from edge_tune.compression.runner import apply_recipe
+    from edge_tune.config import config_from_dict
+    from edge_tune.search.params import schedule_from_params
+
+    example = torch.zeros(1, 3, 32, 32)
+    files = []
+    for ratio in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = create_model("resnet20_cifar", 10).eval()
+        if ratio:
+            schedule = schedule_from_params({"filter_ratio": ratio}, (), 0)
+            apply_recipe(model, plan_compression(schedule, model, config_from_dict({})).recipe,
+                         example)
+        files.append(export_onnx(model, example, tmp_path / f"m{ratio}.onnx"))
+    images = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+
+    def quantizers(path: Path) -> list[str]:
+        return sorted(op.get_friendly_name() for op in ov.Core().read_model(str(path)).get_ops()
+                      if op.get_type_name() == "FakeQuantize")
+
+    q._SETUPS.clear()
+    quantize(files[0], tmp_path / "dense.xml", images, bias_correction=False)
+    shared = quantize(files[1], tmp_path / "shared.xml", images, bias_correction=False)
+    assert len(q._SETUPS) == 1  # the thinned graph found the dense one's setup
+    q._SETUPS.clear()
+    fresh = quantize(files[1], tmp_path / "fresh.xml", images, bias_correction=False)
+    assert len(quantizers(shared)) >= 20 and quantizers(shared) == quantizers(fresh)
+    assert _ops(shared) == _ops(fresh)

@@ -189,13 +189,41 @@ def test_multi_node_placement_spread_and_metrics(tmp_path: Path, small_config: d
                            if r["bench_node_id"] == node)
             for (_, end), (begin, _) in itertools.pairwise(spans):
                 assert end <= begin
-        assert "2 on CPU" in result.stderr  # "benchmark actors: 2 on CPU (...)"
+        assert "benchmark actors: 2 (CPU on" in result.stderr
         for name in ["edge_tune_bench_queue_length", "edge_tune_bench_duration_s",
                      "edge_tune_models_benchmarked", "edge_tune_best_objective"]:
             assert any(name in metric for metric in seen), (name, sorted(seen))
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_two_devices_on_one_node_each_get_an_actor_and_their_own_core(
+        tmp_path: Path, small_config: dict) -> None:
+    """``bench.devices: [CPU, CPU]`` on this machine: the local Ray's node advertises
+    ``ncs: 2``, two actors measure, each pinned to its own core, and trials use both."""
+    import os
+
+    config = {**small_config, "bench": {**small_config["bench"], "devices": ["CPU", "CPU"]},
+              "tune": {"search_space": "default", "max_concurrent": 2, "random_steps": 4,
+                       "early_stop": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    result = run_module("edge_tune.tune", "--config", str(tmp_path / "c.yaml"),
+                        "--num-samples", "4", "--no-wandb", "--output", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    actors = summary["bench_actors"]
+    assert [a["slot"] for a in actors] == [0, 1] and len({a["node_id"] for a in actors}) == 1
+    if len(os.sched_getaffinity(0)) >= 2:  # each device measures on a core of its own
+        assert all(len(a["cores"]) == 1 for a in actors)
+        assert actors[0]["cores"] != actors[1]["cores"]
+    assert "benchmark actors: 2 (CPU on" in result.stderr
+    rows = [json.loads(line)["metrics"] for line in (out / "trials.jsonl").open()]
+    assert {r["bench_actor"] for r in rows} == {"edge_tune_bench", "edge_tune_bench_1"}
+    queue = summary["bench_queue"]
+    assert len(queue) == 2 and sum(q["calls"] for q in queue.values()) == 4
+    assert all(key.endswith(("/edge_tune_bench", "/edge_tune_bench_1")) for key in queue)
 
 
 def _refused(tmp_path: Path, address: str, config: dict) -> tuple[str, float]:
@@ -241,6 +269,12 @@ def test_joining_a_cluster_checks_ncs_and_the_device_on_the_edge_node(tmp_path: 
         line, _ = _refused(tmp_path, cluster.address, {"tune": {"trial_cpus": 3}})
         assert line.endswith("tune.trial_cpus: a trial asks for 3 CPUs, 0 GPUs; no node has "
                              "that (the largest has 1 CPUs, 0 GPUs)"), line
+        # a node with two devices where bench.devices names one
+        cluster.add_node(num_cpus=0, resources={"ncs": 2})
+        cluster.wait_for_nodes()
+        line, _ = _refused(tmp_path, cluster.address, {"bench": {"devices": ["CPU"]}})
+        assert line.endswith("bench.devices: an ncs node advertises 2 devices ('ncs': 2) but 1 "
+                             "are named (CPU); name one per device"), line
     finally:
         cluster.shutdown()
 
