@@ -30,6 +30,7 @@ LAZY = {("catalog.loaders", "sklearn.datasets"), ("catalog.models", "torchvision
         ("search.searchers", "edge_tune.search.bayesopt"), ("compression.quantize", "nncf"),
         ("compression.quantize", "nncf.quantization.advanced_parameters"),
         ("compression.quantize", "nncf.quantization.range_estimator"),
+        ("compression.quantize", "nncf.quantization.algorithms.min_max.algorithm"),
         ("compression.runner", "nncf"), ("run.plots", "matplotlib"),
         ("run.plots", "matplotlib.pyplot"), ("run.report", "wandb"),
         ("search.space", "importlib.abc")}

@@ -124,10 +124,17 @@ def load_tune(folder: Path) -> Run:
                device_notes(summary))
 
 
+def queue_label(key: str) -> str:
+    """A ``bench_queue`` key as said: the node id's first 8 characters, then ``/actor`` when
+    the node has several devices."""
+    node, _, actor = key.partition("/")
+    return node[:8] + (f"/{actor}" if actor else "")
+
+
 def device_notes(summary: dict[str, Any]) -> list[str]:
     """Sentences on the device's side of a tune run: its queue, its hangs, int8 it ran
     slower than float."""
-    notes = [f"Benchmark queue on node {node[:8]}: {q['calls']} calls, waited "
+    notes = [f"Benchmark queue on node {queue_label(node)}: {q['calls']} calls, waited "
              f"{q['wait_s_median']:.1f} s in the median ({q['wait_s_max']:.1f} s at most) for "
              f"the device, busy {100 * q['busy_share']:.0f}% of its span."
              for node, q in summary.get("bench_queue", {}).items()]

@@ -57,6 +57,7 @@ from edge_tune.run.ledger import (
 )
 from edge_tune.run.measuring import on_actor
 from edge_tune.run.pipeline import check_params
+from edge_tune.run.runs import queue_label
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
 from edge_tune.search.searchers import check_searcher, create_searcher
@@ -367,7 +368,7 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
               "actor was ended and restarted (bench.call_limit_s; device_hangs in "
               f"{TRIALS}, errors naming the device)")
     for node, queue in summary.get("bench_queue", {}).items():
-        print(f"benchmark queue on {node[:8]}: {queue['calls']} calls, waited "
+        print(f"benchmark queue on {queue_label(node)}: {queue['calls']} calls, waited "
               f"{queue['wait_s_median']:.1f} s median ({queue['wait_s_max']:.1f} s at most), "
               f"busy {100 * queue['busy_share']:.0f}% of its span")
     if summary.get("trials_int8_slower"):

@@ -224,6 +224,8 @@ def test_two_devices_on_one_node_each_get_an_actor_and_their_own_core(
     queue = summary["bench_queue"]
     assert len(queue) == 2 and sum(q["calls"] for q in queue.values()) == 4
     assert all(key.endswith(("/edge_tune_bench", "/edge_tune_bench_1")) for key in queue)
+    node = actors[0]["node_id"][:8]  # the closing lines name each device's queue
+    assert f"benchmark queue on {node}/edge_tune_bench_1: " in result.stdout
 
 
 def _refused(tmp_path: Path, address: str, config: dict) -> tuple[str, float]:
