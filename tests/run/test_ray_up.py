@@ -108,7 +108,7 @@ def test_ray_up_exec_down_over_ssh(tmp_path: Path) -> None:
             assert {r["metrics"]["trial_node_ip"] for r in rows} == {head}
             assert {r["metrics"]["bench_node_id"] for r in rows} == \
                 {summary["bench_actors"][0]["node_id"]}
-            assert "benchmark actors: 1 on CPU" in run.stderr + run.stdout
+            assert "benchmark actors: 1 (CPU on" in run.stderr + run.stdout
         finally:
             try:
                 down_code = _ray("down", "-y", str(config), timeout=300, log=log).returncode
