@@ -172,10 +172,11 @@ def compare(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             a, b = speed_at(mine, threshold), speed_at(theirs, threshold)
             if a is not None and b is not None:
                 speed.append(100.0 * (a / b - 1.0))
+        faster = f"{spread(speed)}% faster" if speed else "not comparable (an arm has no " \
+            "trial at the threshold)"
         lines.append(f"- **{arm} vs uniform**: top-1 at equal latency "
                      f"{spread(gains)} points (mean over the shared latency range, per seed; "
-                     f"median [min, max] over seeds); speed-up at the threshold "
-                     f"{spread(speed)}% faster")
+                     f"median [min, max] over seeds); best speed-up at the threshold {faster}")
     return lines
 
 
@@ -231,8 +232,9 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     for arm, summaries in runs.items():
         bests = [s["best"]["speedup"] for s in summaries
                  if s.get("best") and s["best"].get("feasible")]
-        rows.append(f"| {arm} | {spread(bests)}x ({len(bests)} of {len(summaries)} seeds "
-                    "found a feasible trial) |")
+        shown = f"{spread(bests)}x" if bests else "none feasible"
+        rows.append(f"| {arm} | {shown} ({len(bests)} of {len(summaries)} seeds found a "
+                    "feasible trial) |")
     return rows
 
 
