@@ -34,6 +34,10 @@ CALL_FACTOR = 10.0  # x the baseline's call: a call measures 1-2 models beside i
 POLL_S = 1.0  # s between looks at a call in flight
 STATUS_S = 5.0  # s the actor has to answer "how long has this call held the device?"
 RESUBMITS = 3  # a call lost with a process it did not hang (another's hang, a crash): again
+# s a restarted actor may stay silent (its process starting, OpenVINO loading, its baseline
+# read again) before silence counts against the limit: on a busy 2-core machine a restart
+# took over 5 s, which a 4 s limit counted as a second hang
+RESTART_S = 20.0
 
 
 class DeviceHang(RuntimeError):
@@ -75,7 +79,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
         try:
             if limit_s <= 0:  # no limit (a study, a test): Ray's own retry only
                 return Watched(ray.get(ref), 0, names[index])
-            while not _watch(actor, ref, token, limit_s):
+            while not _watch(actor, ref, token, limit_s, RESTART_S if hangs else 0.0):
                 hangs += 1
                 ray.kill(actor, no_restart=False)  # Ray restarts it and retries the call once
                 if hangs == 2:
@@ -108,9 +112,10 @@ def _hang(device: str, where: str, limit_s: float) -> DeviceHang:
                       "the limit")
 
 
-def _watch(actor: Any, ref: Any, token: str, limit_s: float) -> bool:
+def _watch(actor: Any, ref: Any, token: str, limit_s: float, grace_s: float = 0.0) -> bool:
     """Wait for ``ref``: True when it is ready (its answer, or its error, is there), False when
-    it held the device past ``limit_s``, or its actor answered nothing for that long."""
+    it held the device past ``limit_s``, or its actor answered nothing for that long (plus
+    ``grace_s`` until it first answers: a restarted actor's start)."""
     silent_since: float | None = None
     while True:
         ready, _ = ray.wait([ref], timeout=POLL_S)
@@ -119,9 +124,10 @@ def _watch(actor: Any, ref: Any, token: str, limit_s: float) -> bool:
         try:
             held = ray.get(actor.progress.remote(token), timeout=STATUS_S)
             silent_since = None
+            grace_s = 0.0  # it answered: started
         except GetTimeoutError:  # a frozen process: count from the first unanswered question
             silent_since = silent_since or time.monotonic() - STATUS_S
-            if time.monotonic() - silent_since > limit_s:
+            if time.monotonic() - silent_since > limit_s + grace_s:
                 return False
             continue
         except (RayActorError, ActorUnschedulableError):  # restarting, or its node left:
