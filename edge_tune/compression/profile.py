@@ -33,6 +33,7 @@ from edge_tune.compression.layers import conv_layers
 from edge_tune.compression.quantize import quantize
 from edge_tune.compression.runner import apply_recipe
 from edge_tune.config import Config
+from edge_tune.core.files import write_atomic
 from edge_tune.edge.bench import Measure
 from edge_tune.edge.verify import OTHER, layer_ms, node_layers
 from edge_tune.search.params import schedule_from_params
@@ -162,10 +163,7 @@ def cached_profile(folder: Path, key: str, make: Callable[[], DeviceProfile]) ->
                               for p, v in raw["other"].items()}, raw["latency_ms"],
                              raw["parts"])
     profile = make()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(profile), indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(dataclasses.asdict(profile), indent=1))
     return profile
 
 

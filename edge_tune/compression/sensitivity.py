@@ -23,6 +23,7 @@ from edge_tune.compression.groups import Structure
 from edge_tune.compression.runner import apply_recipe
 from edge_tune.compression.train import evaluate, recalibrate_batchnorm
 from edge_tune.config import Config
+from edge_tune.core.files import write_atomic
 from edge_tune.search.params import Schedule
 
 LEVELS = (0.25, 0.5, 0.75)  # fraction of a group's filters removed, one measurement each
@@ -97,8 +98,5 @@ def cached_sensitivity(folder: Path, model: nn.Module, shape: Structure, splits:
                                          for g, points in raw["drops"].items()})
     log("sensitivity: each group alone at 25/50/75% of its filters removed")
     measured = measure_sensitivity(model, shape, splits, config)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(measured), indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(dataclasses.asdict(measured), indent=1))
     return measured

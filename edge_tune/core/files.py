@@ -60,3 +60,10 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"{file}:{where}: malformed YAML: {problem}") from None
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it, so a reader never sees half
+    of it (a cache entry another run may be reading)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

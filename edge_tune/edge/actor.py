@@ -62,7 +62,6 @@ class BenchCall:
     call: int  # this actor's call number (1, 2, ...)
     node_id: str | None  # Ray node the actor runs on (None outside Ray)
     pid: int
-    device: str = ""  # the OpenVINO device it measured on
 
     def speedup(self, name: str = "model") -> float:
         """Baseline latency / the model's (median, same session)."""
@@ -194,7 +193,7 @@ class BenchActor:
         metrics.done(ended - started, len(models))
         base = results.pop("baseline")
         return BenchCall(base, results, started, ended, call, self.info()["node_id"],
-                         os.getpid(), self.settings.device)
+                         os.getpid())
 
     def _load_baseline(self, box: list[Any] | None) -> None:
         with self._baseline_lock:
