@@ -10,6 +10,7 @@ resources are resolved against the nodes that can run trials, not against the dr
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,12 +21,15 @@ from ray.exceptions import ActorUnschedulableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from edge_tune.config import Config
-from edge_tune.core.errors import UserError, first_line
+from edge_tune.core.errors import UserError, first_line, last_line
 from edge_tune.edge import bench
 from edge_tune.edge.actor import ACTOR_NAME, NAMESPACE, BenchActor, model_files
 from edge_tune.edge.roles import NCS
 
 ADDRESS_TIMEOUT_S = 5.0  # an unreachable --address fails this fast
+# Ray Client: the head starts one server process per client and gives it 30 s
+# (RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S); a loaded 2-core head can miss that once
+CLIENT_TRIES = 3
 
 
 def check_address(address: str) -> None:
@@ -62,11 +66,7 @@ def connect(address: str | None, config: Config) -> tuple[Any, Config]:
                            dashboard_host="127.0.0.1", **kwargs)
     else:
         check_address(address)
-        try:
-            context = ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise UserError(f"--address: cannot join Ray cluster {address!r}: "
-                            f"{first_line(err)}") from None
+        context = join(address, kwargs)
     try:
         if not ncs_nodes():
             raise UserError(f"--address: the Ray cluster at {address!r} has no node with the "
@@ -81,6 +81,26 @@ def connect(address: str | None, config: Config) -> tuple[Any, Config]:
         ray.shutdown()
         raise
     return context, config
+
+
+def join(address: str, kwargs: dict[str, Any], tries: int = CLIENT_TRIES) -> Any:
+    """``ray.init(address)``; through Ray Client, a server that fails to start for this client
+    (ConnectionAbortedError: the head's per-client process) is asked again, ``tries`` in all."""
+    for attempt in range(1, tries + 1):
+        try:
+            return ray.init(address=address, **kwargs)
+        except ConnectionAbortedError as err:  # the server's traceback: its last line says why
+            reason = last_line(err) or first_line(err)
+            if attempt == tries:
+                raise UserError(f"--address: cannot join Ray cluster {address!r}: the head did "
+                                f"not start a client server {tries} times ({reason})") from None
+            print(f"edge_tune: Ray Client at {address}: the head did not start a server for "
+                  f"this client ({reason}); retrying ({attempt + 1}/{tries})", file=sys.stderr)
+            ray.shutdown()
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"--address: cannot join Ray cluster {address!r}: "
+                            f"{first_line(err)}") from None
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def _alive() -> list[dict[str, Any]]:

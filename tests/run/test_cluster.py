@@ -121,6 +121,46 @@ def test_unreachable_or_malformed_address_fails_within_seconds(tmp_path: Path, a
     assert not (tmp_path / "out").exists()
 
 
+_NO_SERVER = ("Initialization failure from server:\nTraceback (most recent call last):\n"
+              "  File \"proxier.py\", line 783, in Datapath\n"
+              "RuntimeError: Proxy failed to Connect to backend!\n")
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_a_client_server_that_fails_to_start_is_asked_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        failures: int) -> None:
+    """A head too loaded to start Ray Client's per-client server in its 30 s (a fault a test
+    cannot cause on demand, so ray.init is replaced): the join asks again, up to 3 times, and
+    the last failure is one line with the server's reason, not the traceback's header."""
+    from edge_tune.core.errors import UserError
+    from edge_tune.run import cluster
+
+    calls: list[str] = []
+    shutdowns: list[int] = []
+
+    def init(address: str, **kwargs: object) -> str:
+        calls.append(address)
+        if len(calls) <= failures:
+            raise ConnectionAbortedError(_NO_SERVER)
+        return "context"
+
+    monkeypatch.setattr(cluster.ray, "init", init)
+    monkeypatch.setattr(cluster.ray, "shutdown", lambda: shutdowns.append(1))
+    address = "ray://127.0.0.1:10001"
+    if failures < cluster.CLIENT_TRIES:
+        assert cluster.join(address, {}) == "context"
+        assert len(calls) == failures + 1 and len(shutdowns) == failures
+        assert "Proxy failed to Connect to backend!); retrying (2/3)" in capsys.readouterr().err
+    else:
+        with pytest.raises(UserError) as raised:
+            cluster.join(address, {})
+        assert len(calls) == cluster.CLIENT_TRIES
+        assert str(raised.value) == (
+            f"--address: cannot join Ray cluster {address!r}: the head did not start a client "
+            "server 3 times (RuntimeError: Proxy failed to Connect to backend!)")
+
+
 def _scrape(ports: list[int], seen: set[str], stop: threading.Event) -> None:
     """Read every node's Prometheus export until ``stop``; collect edge_tune metric names."""
     while not stop.is_set():
