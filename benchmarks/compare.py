@@ -3,7 +3,8 @@ same trial budget each, on a baseline trained once on a larger set.
 
     python -m benchmarks.compare --config benchmarks/configs/resnet20_fashion_compare.yaml
         [--arms uniform device aligned distill] [--seeds 0 1 2] [--trials 12]
-        [--baseline-subset 20000] [--work /tmp/edge_tune_compare] [--title NAME]
+        [--baseline-subset 20000] [--targets 0.22 0.8] [--work /tmp/edge_tune_compare]
+        [--title NAME]
 
 1. The baseline trains on ``--baseline-subset`` training images (cached like any baseline);
    every run starts from it as ``baseline.checkpoint`` and fine-tunes on the config's own
@@ -12,7 +13,9 @@ same trial budget each, on a baseline trained once on a larger set.
    ``--work`` (a finished one is read again, not re-run: the benchmark resumes):
    - ``uniform``: one filter ratio for every conv, int8, fine-tuning epochs;
    - ``per_stage``: one ratio per stage, int8, epochs;
-   - ``device``: a latency target allocated per group on the device's profile, int8, epochs;
+   - ``device``: a latency target allocated per group on the device's profile, int8, epochs
+     (``--targets``: the ratios searched; a low end under the model's floor on the device, which
+     its profile gives, is refused by the tuner in one line);
    - ``aligned``: ``device`` with ``prune.channel_multiple: auto``;
    - ``distill``: ``aligned`` with every trial distilling from the baseline.
 3. Per run: the best speed-up at <= the threshold's drop (validation chose it; test top-1
@@ -42,8 +45,8 @@ from benchmarks.common import write_section
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 EPOCHS = [3.0, 7.0]
-# the latency ratios a device arm searches: ResNet-20 on this CPU bottoms out at 0.203 (every
-# group at its floor, int8: its profile), so 0.15 is refused
+# the latency ratios a device arm searches (--targets): ResNet-20 on this CPU bottoms out at
+# 0.203 (every group at its floor, int8: its profile), so 0.15 is refused
 TARGET = [0.22, 0.8]
 ARMS: dict[str, tuple[dict[str, list[float]], dict[str, Any]]] = {
     # arm: (search space parameters, config overrides)
@@ -83,8 +86,16 @@ def baseline_checkpoint(config_path: str, subset: int) -> tuple[Path, dict[str, 
     return folder / "model.pt", json.loads((folder / "meta.json").read_text())
 
 
+def arm_space(arm: str, targets: list[float]) -> dict[str, list[float]]:
+    """The search space parameters of ``arm``, a latency target searched over ``targets``."""
+    params = dict(ARMS[arm][0])
+    if "latency_target" in params:
+        params["latency_target"] = list(targets)
+    return params
+
+
 def run_arm(arm: str, seed: int, trials: int, raw: dict[str, Any], checkpoint: Path,
-            work: Path) -> dict[str, Any]:
+            work: Path, targets: list[float] = TARGET) -> dict[str, Any]:
     """One tune run (or the one already finished in its folder): summary.json plus wall s."""
     folder = work / f"{arm}-s{seed}"
     run = folder / "run"
@@ -95,7 +106,7 @@ def run_arm(arm: str, seed: int, trials: int, raw: dict[str, Any], checkpoint: P
         folder.mkdir(parents=True, exist_ok=True)
         if run.exists():  # an unfinished run: start it again in a fresh folder
             run.rename(folder / f"run-unfinished-{int(time.time())}")
-        params, overrides = ARMS[arm]
+        params, overrides = arm_space(arm, targets), ARMS[arm][1]
         space = folder / "space.yaml"
         space.write_text(yaml.safe_dump({"parameters": params}))
         config = merge(raw, merge(overrides, {
@@ -246,6 +257,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--baseline-subset", type=int, default=20000)
+    parser.add_argument("--targets", type=float, nargs=2, default=TARGET,
+                        metavar=("LOW", "HIGH"), help="latency ratios the device arms search")
     parser.add_argument("--work", default="/tmp/edge_tune_compare")
     parser.add_argument("--title", default=None)
     args = parser.parse_args()
@@ -257,7 +270,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in args.seeds:  # seed-major: a cut-short benchmark still compares every arm
         for arm in args.arms:
-            summary = run_arm(arm, seed, args.trials, raw, checkpoint, work)
+            summary = run_arm(arm, seed, args.trials, raw, checkpoint, work, args.targets)
             summary["seed"] = seed
             runs.setdefault(arm, []).append(summary)
             best = summary.get("best") or {}
@@ -275,13 +288,15 @@ def main() -> None:
         f"{raw['data'].get('train_subset'):,} images. {args.trials} trials per run, one run "
         f"per arm and seed, sequential (1 trial at a time); {len(args.seeds)} seed(s); "
         f"{(time.perf_counter() - start) / 60:.0f} min here in all (runs read again count 0). "
-        f"Arms: " + "; ".join(f"`{a}` {ARMS[a][0]} {ARMS[a][1] or ''}".strip()
+        f"Arms: " + "; ".join(f"`{a}` {arm_space(a, args.targets)} {ARMS[a][1] or ''}".strip()
                               for a in args.arms) + ".",
         "", *table(runs), "", *compare(runs), "",
         f"Fronts: docs/{plot(runs, title).name}."]
     command = ("python -m benchmarks.compare --config " + args.config
                + f" --arms {' '.join(args.arms)} --seeds {' '.join(map(str, args.seeds))} "
-               f"--trials {args.trials} --baseline-subset {args.baseline_subset}")
+               f"--trials {args.trials} --baseline-subset {args.baseline_subset}"
+               + (f" --targets {args.targets[0]:g} {args.targets[1]:g}"
+                  if list(args.targets) != TARGET else ""))
     print("\n".join(body))
     write_section(f"Comparison: {title}", command, "\n".join(body))
 

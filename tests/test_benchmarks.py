@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.compare import ARMS, merge
+from benchmarks.compare import ARMS, arm_space, merge
 from edge_tune.config import config_from_dict
 from edge_tune.search.space import space_from_dict
 
@@ -26,3 +26,13 @@ def test_every_comparison_arm_is_a_valid_space_and_config(arm: str, config: str,
     assert loaded.tune.seed == 1
     assert loaded.prune.channel_multiple == overrides.get("prune", {}).get(
         "channel_multiple", raw.get("prune", {}).get("channel_multiple", 1))
+
+
+def test_targets_set_the_device_arms_latency_range_and_nothing_else() -> None:
+    for arm, (params, _) in ARMS.items():
+        space = arm_space(arm, [0.35, 0.9])
+        if "latency_target" in params:
+            assert space["latency_target"] == [0.35, 0.9]
+            assert params["latency_target"] != [0.35, 0.9]  # ARMS itself unchanged
+        else:
+            assert space == params
