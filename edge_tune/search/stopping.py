@@ -75,7 +75,7 @@ class EarlyStop(FIFOScheduler):
         threshold = result.threshold_top1
         if best_case < threshold:
             return (f"validation top-1 {top1:.2f}% after epoch {epoch}/{epochs}: even the "
-                    f"largest gain seen from there (+{max(near):.2f}) and {SLACK} points "
+                    f"largest gain seen from there ({max(near):+.2f}) and {SLACK} points "
                     f"leave it under the threshold {threshold:.2f}%")
         return None
 

@@ -61,8 +61,17 @@ def test_a_curve_that_cannot_reach_the_threshold_stops_after_an_epoch() -> None:
     # judged late in its schedule only (epoch 3 of 4): mid-schedule top-1 is not a verdict
     assert decisions[-1] == TrialScheduler.STOP and len(decisions) == 4
     assert "under the threshold 90.00%" in stopper.reasons["hopeless"]
+    assert "largest gain seen from there (+1.00)" in stopper.reasons["hopeless"]
     # one that could still make it (70 + 6 + slack is not enough; 84 + 6 is) runs on
     assert TrialScheduler.STOP not in run(stopper, "close", 0.1, [84.0, 87.0, 89.0, 90.0], 90.5)
+
+
+def test_a_gain_that_is_a_loss_is_shown_with_its_sign() -> None:
+    stopper = EarlyStop()
+    for i in range(MIN_CURVES):  # finished curves lost a point after epoch 3 of 4
+        run(stopper, f"done{i}", 0.9 - 0.1 * i, [84.0, 88.0, 91.0, 90.0], 90.0)
+    run(stopper, "hopeless", 0.1, [80.0, 85.0, 89.0, 89.0], 89.0)
+    assert "largest gain seen from there (-1.00) and 0.5 points" in stopper.reasons["hopeless"]
 
 
 def test_the_last_epoch_is_never_cut() -> None:
