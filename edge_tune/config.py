@@ -118,6 +118,8 @@ class TuneConfig:
     # retries of a trial whose process or node was lost (a trial that raises is not retried)
     max_failures: int = 2
     early_stop: bool = True  # stop trials that cannot win (edge_tune.search.stopping.EarlyStop)
+    # measure the baseline in int8 first (edge_tune.run.reference), when the space has int8
+    reference: bool = True
     threshold: Threshold = field(default_factory=Threshold)
     wandb_project: str = "edge_tune"
 

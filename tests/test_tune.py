@@ -69,6 +69,9 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     try:
         result = run_module("edge_tune.tune", "--config", _config(
             tmp_path, small_config, max_concurrent=2, random_steps=2,
+            # the small CNN's int8 baseline (the reference) outruns most trials: early
+            # stopping would end them before fine-tuning, and this test follows trials through
+            early_stop=False,
             points_to_evaluate=[{"filter_ratio": 0.5, "int8": 1.0, "finetune_epochs": 4.0}]),
             "--num-samples", "3", "--seed", "1", "--output", str(out), timeout=900)
     finally:
@@ -125,8 +128,22 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     spans = sorted((r["metrics"]["bench_start"], r["metrics"]["bench_end"]) for r in rows)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start
-    # call 1 timed the baseline (the call limit is derived from it); then the three trials
-    assert sorted(r["metrics"]["bench_call"] for r in rows) == [2, 3, 4]
+    # call 1 timed the baseline (the call limit is derived from it), call 2 the reference;
+    # then the three trials
+    assert sorted(r["metrics"]["bench_call"] for r in rows) == [3, 4, 5]
+    # the reference: the baseline in int8, nothing removed, not fine-tuned, measured first
+    ref = summary["reference"]
+    assert ref["speedup"] == pytest.approx(ref["baseline_latency_ms"] / ref["latency_ms"])
+    assert ref["feasible"] == (ref["val_top1"] >= summary["threshold"]["top1"])
+    assert ref["macs"] == summary["baseline"]["macs"]
+    assert (out / "reference" / "model_int8.xml").is_file()
+    assert f"{ref['val_top1']:.2f}%, {ref['latency_ms']:.3f} ms, {ref['speedup']:.2f}x" in \
+        next(x for x in result.stderr.splitlines() if "reference: the baseline in int8" in x)
+    assert "(the baseline in int8, not fine-tuned: reference/)" in result.stdout
+    beaten = best["feasible"] and best["speedup"] > ref["speedup"]
+    assert ref["to_beat"] == (ref["feasible"] and ref["speedup"] > 1)
+    assert ("no trial beat the baseline in int8" in result.stdout) == (ref["to_beat"]
+                                                                      and not beaten)
     # the actor's info was read before the trials ran; later the same actor served all three
     assert summary["bench_actor"]["calls"] == 0
     assert {r["metrics"]["bench_pid"] for r in rows} == {summary["bench_actor"]["pid"]}
@@ -222,6 +239,24 @@ def test_a_trial_on_cuda(tmp_path: Path, small_config: dict) -> None:
     assert row["status"] == "completed", row
     assert row["metrics"]["trial_device"].startswith("cuda")
     assert row["metrics"]["val_top1"] > 50 and row["metrics"]["speedup"] > 0
+
+
+@pytest.mark.parametrize(("feasible", "early", "speedup", "ratio"), [
+    (True, True, 4.0, 0.25), (False, True, 4.0, float("inf")), (True, False, 4.0, 0.25),
+    (True, True, 0.8, float("inf"))])  # int8 slower than float: no answer
+def test_a_feasible_reference_is_the_first_ratio_trials_must_beat(
+        feasible: bool, early: bool, speedup: float, ratio: float) -> None:
+    from edge_tune.config import config_from_dict
+    from edge_tune.run.reference import Reference
+    from edge_tune.run.tuner import early_stop
+
+    config = config_from_dict({"tune": {"early_stop": early}})
+    reference = Reference(val_top1=90.0, test_top1=90.0, latency_ms=0.1,
+                          baseline_latency_ms=0.4, speedup=speedup, feasible=feasible, macs=1,
+                          folder="reference")
+    stopper = early_stop(config, reference)
+    assert stopper.best_ratio == ratio and stopper.enabled == early
+    assert early_stop(config, None).best_ratio == float("inf")
 
 
 def test_existing_output_is_refused_before_ray(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ from edge_tune.run.ledger import (
 )
 from edge_tune.run.measuring import on_actor
 from edge_tune.run.pipeline import check_params
+from edge_tune.run.reference import Reference, measure_reference, wanted
 from edge_tune.run.runs import queue_label
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
@@ -75,9 +76,17 @@ def validate(config: Config, space: SearchSpace, device_here: bool = True) -> No
     check_searcher(config.tune)
 
 
+def early_stop(config: Config, reference: Reference | None) -> EarlyStop:
+    """The run's scheduler; a reference within the threshold and faster than the baseline is
+    the first ratio to beat."""
+    ratio = 1.0 / reference.speedup if reference is not None and reference.to_beat \
+        else float("inf")
+    return EarlyStop(config.tune.early_stop, ratio)
+
+
 def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
-               wandb: bool) -> tune.Tuner:
-    stopper = EarlyStop(config.tune.early_stop)
+               wandb: bool, reference: Reference | None) -> tune.Tuner:
+    stopper = early_stop(config, reference)
     callbacks: list[Any] = [TrialLog(config.tune.num_samples, out, stopper), Waiting()]
     if wandb:
         callbacks.append(wandb_callback(config, out, out.name))
@@ -108,7 +117,8 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     # the baseline's accuracy as deployed on validation (what trials are held to) and, once,
     # on test (what is reported)
     train_on_gpu_node(config)  # trials ask for GPUs and the cluster has one: train there
-    base = prepare_baseline(config, splits, arrays(splits.val), out / "baseline")
+    val = arrays(splits.val)
+    base = prepare_baseline(config, splits, val, out / "baseline")
     test = arrays(splits.test)
     base_test = deployed_accuracy(base.artifact.deployed, test, config.bench)
     threshold_top1 = config.tune.threshold.value(base.artifact.top1)
@@ -136,6 +146,11 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
             space.bounds["latency_target"][0],
             tuple(v >= 0.5 for v in space.bounds.get("int8", (0.0, 0.0))),
             "search_space.parameters.latency_target")
+    reference = None
+    if wanted(config, space):
+        reference = measure_reference(base, splits, config, val, test,
+                                      actors[0], pinned, threshold_top1, out)
+        log_stderr(reference.line())
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,
@@ -154,7 +169,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
         tuner = tune.Tuner.restore(str((out / EXPERIMENT).resolve()), trainable=runnable,
                                    resume_unfinished=True, resume_errored=False)
     else:
-        tuner = _new_tuner(runnable, config, space, out, wandb)
+        tuner = _new_tuner(runnable, config, space, out, wandb, reference)
     watch = DeviceWatch(ctx.actors, [(i["node_id"], i["slot"]) for i in actor_info],
                         list(ctx.actor_where),
                         config.bench, config.bench.device_wait_s, reserve)
@@ -182,6 +197,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     if summary["best"] is not None and (out / "best").is_dir():
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
         summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
+    summary["reference"] = reference.summary() if reference is not None else None
     summary["channel_multiple"] = {"asked": asked, "used": config.prune.channel_multiple,
                                    "jumps": measured.jumps if measured else None}
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,
@@ -358,6 +374,15 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
               f"{best['latency_ms']:11.3f} {best['macs'] / 1e6:7.1f}M {best['speedup']:8.2f}x"
               f"{'' if best['feasible'] else '  (below threshold)'}")
         print(f"best params: {format_params(best['params'])}")
+    ref = summary.get("reference")
+    if ref:
+        print(f"{'reference':10} {ref['val_top1']:11.2f} {ref['test_top1']:12.2f} "
+              f"{ref['latency_ms']:11.3f} {ref['macs'] / 1e6:7.1f}M {ref['speedup']:8.2f}x"
+              f"  (the baseline in int8, not fine-tuned: {ref['folder']}/)")
+        if ref["to_beat"] and not (best and best["feasible"]
+                                    and best["speedup"] > ref["speedup"]):
+            print(f"no trial beat the baseline in int8 within the threshold: "
+                  f"{ref['folder']}/ is the fastest model found ({ref['speedup']:.2f}x)")
     print(f"threshold validation top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
           f"{summary['trials_completed']} completed ({summary['trials_feasible']} above the "
           f"threshold), {summary['trials_stopped']} stopped early (about "

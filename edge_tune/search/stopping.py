@@ -5,7 +5,8 @@ removed and int8 chosen), then validation top-1 after every fine-tuning epoch (`
 epoch``), then its result (``phase: done``). :class:`EarlyStop` ends a trial
 
 - before fine-tuning, when its latency ratio is no better than the best feasible trial's so
-  far (it cannot win, whatever its accuracy);
+  far, or than the run's reference (the baseline in int8, when it is within the threshold:
+  edge_tune.run.reference): it cannot win, whatever its accuracy;
 - after an epoch at least ``LATE`` into its schedule, when even the largest gain finished
   trials made from the same point of their schedule (same fraction of their epochs) to their
   final validation top-1, plus ``SLACK`` points, would leave it under the threshold. It needs
@@ -36,10 +37,12 @@ class EarlyStop(FIFOScheduler):
     """Stops trials that cannot beat the best feasible one (latency) or cannot reach the
     threshold (accuracy); see the module docstring."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, reference_ratio: float = float("inf")) -> None:
         super().__init__()
         self.enabled = enabled  # False: it only watches (tune.early_stop: false)
-        self.best_ratio = float("inf")  # best feasible latency ratio among finished trials
+        # best feasible latency ratio among finished trials and the reference (if feasible)
+        self.best_ratio = reference_ratio
+        self.best_is_reference = reference_ratio < float("inf")
         self.seen: dict[str, list[tuple[float, float]]] = {}  # trial -> (fraction, top1)
         self.gains: list[tuple[float, float]] = []  # (fraction, final top1 - top1 then)
         self.curves = 0
@@ -57,8 +60,10 @@ class EarlyStop(FIFOScheduler):
         """The reason to stop the trial after this result, or None to go on."""
         ratio = result.latency_ratio
         if result.phase == "latency" and ratio >= self.best_ratio:
-            return (f"latency ratio {ratio:.3f} no better than the best feasible trial's "
-                    f"{self.best_ratio:.3f}: stopped before fine-tuning")
+            best = ("the baseline in int8's (the reference)" if self.best_is_reference
+                    else "the best feasible trial's")
+            return (f"latency ratio {ratio:.3f} no better than {best} {self.best_ratio:.3f}: "
+                    "stopped before fine-tuning")
         if result.phase != "epoch" or result.val_top1 is None:
             return None
         epoch, epochs = result.epoch, result.finetune_epochs
@@ -81,11 +86,12 @@ class EarlyStop(FIFOScheduler):
 
     def state(self) -> dict[str, Any]:
         """What it learnt (saved with the tuner's callback state, restored on resume)."""
-        return {"best_ratio": self.best_ratio, "gains": list(self.gains),
-                "curves": self.curves, "reasons": dict(self.reasons)}
+        return {"best_ratio": self.best_ratio, "best_is_reference": self.best_is_reference,
+                "gains": list(self.gains), "curves": self.curves, "reasons": dict(self.reasons)}
 
     def load(self, state: dict[str, Any]) -> None:
         self.best_ratio, self.gains = state["best_ratio"], list(state["gains"])
+        self.best_is_reference = bool(state.get("best_is_reference", False))
         self.curves, self.reasons = state["curves"], dict(state["reasons"])
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
@@ -104,8 +110,8 @@ class EarlyStop(FIFOScheduler):
         if result is None or result.phase != "done" or result.val_top1 is None:
             return
         final = result.val_top1
-        if result.feasible:
-            self.best_ratio = min(self.best_ratio, result.latency_ratio)
+        if result.feasible and result.latency_ratio < self.best_ratio:
+            self.best_ratio, self.best_is_reference = result.latency_ratio, False
         if curve:
             self.gains += [(fraction, final - top1) for fraction, top1 in curve]
             self.curves += 1

@@ -102,7 +102,11 @@ def test_ray_up_exec_down_over_ssh(tmp_path: Path) -> None:
             rows = [json.loads(line) for line in (runs[0] / "trials.jsonl").open()]
             head, edge = ADDRESSES
             assert summary["trials_completed"] + summary["trials_stopped"] == 2
-            assert summary["trials_completed"] >= 1 and summary["trials_errored"] == 0
+            assert summary["trials_errored"] == 0
+            # a trial no faster than the reference (the baseline in int8, measured on the
+            # edge node first) stops before fine-tuning: it may leave none to complete
+            assert summary["trials_completed"] >= 1 or summary["reference"]["to_beat"]
+            assert (runs[0] / "reference" / "model_int8.xml").is_file()
             # the benchmark actor on the edge node, every trial on the head
             assert [a["node_ip"] for a in summary["bench_actors"]] == [edge]
             assert {r["metrics"]["trial_node_ip"] for r in rows} == {head}

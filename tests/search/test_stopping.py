@@ -53,6 +53,20 @@ def test_a_trial_that_cannot_beat_the_best_feasible_stops_before_fine_tuning() -
         TrialScheduler.CONTINUE
 
 
+def test_a_feasible_reference_is_the_ratio_to_beat_until_a_trial_beats_it() -> None:
+    stopper = EarlyStop(reference_ratio=0.25)  # the baseline in int8, within the threshold
+    assert run(stopper, "slower", 0.3, [99.0] * 4, 99.0) == [TrialScheduler.STOP]
+    assert "no better than the baseline in int8's (the reference) 0.250" in \
+        stopper.reasons["slower"]
+    run(stopper, "faster", 0.2, [85.0, 88.0, 90.0, 91.0], 91.0)
+    assert stopper.best_ratio == 0.2 and not stopper.best_is_reference
+    run(stopper, "between", 0.22, [99.0] * 4, 99.0)
+    assert "the best feasible trial's 0.200" in stopper.reasons["between"]
+    restored = EarlyStop()
+    restored.load(stopper.state())
+    assert restored.best_ratio == 0.2 and not restored.best_is_reference
+
+
 def test_a_curve_that_cannot_reach_the_threshold_stops_after_an_epoch() -> None:
     stopper = EarlyStop()
     for i in range(MIN_CURVES):  # finished curves: +6 points from epoch 1 to the end

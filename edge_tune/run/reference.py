@@ -1,0 +1,84 @@
+"""The run's reference: the baseline in int8, nothing removed and not fine-tuned.
+
+It costs one int8 conversion, one accuracy as deployed and one benchmark call (about 5 s for
+ResNet-20), and it is often the answer: on Fashion-MNIST ResNet-20 it ran 4.00x at -0.02
+points (BENCHMARKS.md), where trials that removed filters and fine-tuned on 2,000 images with
+labels only stayed under 3.8x within a point. Measured before the trials when the space can
+choose int8 (``tune.reference: false`` skips it); within the threshold, it is the ratio every
+trial must beat (EarlyStop stops slower ones before fine-tuning) and the closing table says
+whether any did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from edge_tune.catalog.splits import Splits
+from edge_tune.compression.baseline import Baseline
+from edge_tune.compression.deployment import Images, deploy, deployed_accuracy
+from edge_tune.config import Config
+from edge_tune.edge.actor import model_files
+from edge_tune.search.space import SearchSpace
+
+FOLDER = "reference"  # in the run directory: model.onnx, model_int8.xml/.bin
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The baseline in int8 as the device runs it."""
+
+    val_top1: float  # percent, as deployed
+    test_top1: float  # percent, measured once (reported, never chosen on)
+    latency_ms: float  # median, batch 1, the session's baseline interleaved
+    baseline_latency_ms: float
+    speedup: float  # baseline latency / the reference's, same session
+    feasible: bool  # val_top1 within the run's threshold
+    macs: int
+    folder: str
+
+    @property
+    def to_beat(self) -> bool:
+        """Within the threshold and faster than the baseline: an answer trials must beat."""
+        return self.feasible and self.speedup > 1.0
+
+    def line(self) -> str:
+        """The console's line about it."""
+        verdict = ("within the threshold: trials no faster than it stop before fine-tuning"
+                   if self.to_beat else "under the threshold" if not self.feasible
+                   else "slower than the baseline in float on this device")
+        return (f"reference: the baseline in int8 (nothing removed, not fine-tuned) -> "
+                f"validation top-1 {self.val_top1:.2f}%, {self.latency_ms:.3f} ms, "
+                f"{self.speedup:.2f}x; {verdict} ({self.folder}/)")
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "to_beat": self.to_beat}
+
+
+def wanted(config: Config, space: SearchSpace) -> bool:
+    """Measure it: ``tune.reference`` is on and the space can choose int8."""
+    low_high = space.bounds.get("int8")
+    return config.tune.reference and low_high is not None and low_high[1] >= 0.5
+
+
+def measure_reference(base: Baseline, splits: Splits, config: Config, val: Images,
+                      test: Images, actor: Any, pinned: list[Any], threshold_top1: float,
+                      out: Path) -> Reference:
+    """The baseline converted to int8 as a trial's model would be, its accuracy as deployed
+    (validation, and test once) and one benchmark call at ``actor`` against the baseline."""
+    folder = out / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    artifact = deploy(base.model, True, splits, config, folder, base.shapes, val)
+    call = ray.get(actor.benchmark_set.remote(
+        {"reference": model_files(artifact.deployed)}, per_layer=False, baseline=pinned,
+        settings=config.bench))
+    measured = call.models["reference"]
+    return Reference(
+        val_top1=artifact.top1, test_top1=deployed_accuracy(artifact.deployed, test,
+                                                            config.bench)[0],
+        latency_ms=measured.latency_ms, baseline_latency_ms=call.baseline.latency_ms,
+        speedup=call.speedup("reference"), feasible=artifact.top1 >= threshold_top1,
+        macs=artifact.macs, folder=FOLDER)
