@@ -132,7 +132,9 @@ def run_arm(arm: str, seed: int, trials: int, raw: dict[str, Any], checkpoint: P
 
 def front_curve(summary: dict[str, Any]) -> list[tuple[float, float]]:
     """(latency ratio, best validation top-1 at or below it) steps, fastest first."""
-    points = sorted((1.0 / p["speedup"], p["val_top1"]) for p in summary["pareto"])
+    # the arm's own trials: the run's reference (the baseline in int8) is the same for all
+    points = sorted((1.0 / p["speedup"], p["val_top1"]) for p in summary["pareto"]
+                    if p["id"] != "reference")
     return points
 
 

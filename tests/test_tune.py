@@ -176,16 +176,20 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     # with its parameters and files, in pareto.json and under the closing table
     front = json.loads((out / "pareto.json").read_text())
     assert front and front == summary["pareto"]
-    assert {e["id"] for e in front} <= {r["id"] for r in completed}
+    assert {e["id"] for e in front} <= {r["id"] for r in completed} | {"reference"}
+    assert ("reference" in {e["id"] for e in front}) == (not any(
+        m["speedup"] > ref["speedup"] and m["val_top1"] >= ref["val_top1"]
+        for m in (r["metrics"] for r in completed)))
     assert best["id"] in {e["id"] for e in front} or not best["feasible"]
     assert [e["speedup"] for e in front] == sorted((e["speedup"] for e in front), reverse=True)
     assert [e["val_top1"] for e in front] == sorted(e["val_top1"] for e in front)
     for entry in front:
-        assert (out / entry["files"] / "schedule.yaml").is_file()
+        assert (out / entry["files"] / ("model_int8.xml" if entry["id"] == "reference"
+                                        else "schedule.yaml")).is_file()
         others = [r["metrics"] for r in completed if r["id"] != entry["id"]]
         assert not any(m["speedup"] > entry["speedup"] and m["val_top1"] >= entry["val_top1"]
                        for m in others)  # nothing beats it on both
-    assert f"Pareto front (speed-up vs validation top-1, {len(front)} trials" in result.stdout
+    assert f"Pareto front (speed-up vs validation top-1, {len(front)} models" in result.stdout
     # a quiet console: one line per trial, int8 as on/off, nothing from Tune's reporter and
     # no error-level line from Ray's core worker
     lines = [line for line in result.stderr.splitlines() if line.startswith("[edge_tune] trial")]

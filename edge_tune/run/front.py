@@ -2,7 +2,8 @@
 validation top-1, so a user picks a trade-off (0.5 points more loss for 2x more speed, say)
 without a re-run. Written as ``pareto.json`` in the run folder, listed under the console's
 closing table and marked in the report's plot. Trials the stopper ended have no final
-accuracy and are not on it."""
+accuracy and are not on it; the run's reference (the baseline in int8) is, where nothing
+beats it (id ``reference``)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ def trial_front(rows: list[TrialRow], out: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def with_entry(entries: list[dict[str, Any]], extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The front of ``entries`` and one more point (a front entry), fastest first."""
+    return pareto_front([*entries, extra], lambda e: 1.0 / e["speedup"],
+                        lambda e: e["val_top1"])
+
+
 def write_front(entries: list[dict[str, Any]], out: Path) -> Path:
     (out / FRONT).write_text(json.dumps(entries, indent=2))
     return out / FRONT
@@ -57,7 +64,7 @@ def write_front(entries: list[dict[str, Any]], out: Path) -> Path:
 
 def front_lines(entries: list[dict[str, Any]], threshold: float) -> list[str]:
     """The front as console lines, fastest first."""
-    lines = [f"Pareto front (speed-up vs validation top-1, {len(entries)} trials, {FRONT}):"]
+    lines = [f"Pareto front (speed-up vs validation top-1, {len(entries)} models, {FRONT}):"]
     for e in entries:
         mark = "" if e["val_top1"] >= threshold else "  (below threshold)"
         lines.append(f"  {e['speedup']:6.2f}x {e['val_top1']:7.2f}%  {e['shown']}  "

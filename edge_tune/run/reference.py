@@ -54,6 +54,13 @@ class Reference:
                 f"validation top-1 {self.val_top1:.2f}%, {self.latency_ms:.3f} ms, "
                 f"{self.speedup:.2f}x; {verdict} ({self.folder}/)")
 
+    def front_entry(self) -> dict[str, Any]:
+        """The reference as an entry of pareto.json (edge_tune.run.front)."""
+        return {"id": FOLDER, "params": {}, "shown": "the baseline in int8, not fine-tuned",
+                "speedup": self.speedup, "val_top1": self.val_top1,
+                "latency_ms": self.latency_ms, "macs": self.macs, "int8": True,
+                "feasible": self.feasible, "files": self.folder}
+
     def summary(self) -> dict[str, Any]:
         return {**asdict(self), "to_beat": self.to_beat}
 

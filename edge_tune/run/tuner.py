@@ -45,7 +45,7 @@ from edge_tune.run.cluster import (
 from edge_tune.run.context import TrialContext
 from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, call_limit
 from edge_tune.run.devices import DeviceWatch
-from edge_tune.run.front import FRONT, front_lines, trial_front, write_front
+from edge_tune.run.front import FRONT, front_lines, trial_front, with_entry, write_front
 from edge_tune.run.ledger import (
     TRIALS,
     Ledger,
@@ -198,6 +198,9 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
         best_test = deployed_accuracy(deployed_file(out / "best"), test, config.bench)
         summary["best"].update(test_top1=best_test[0], test_top5=best_test[1])
     summary["reference"] = reference.summary() if reference is not None else None
+    if reference is not None:
+        summary["pareto"] = with_entry(summary["pareto"], reference.front_entry())
+        write_front(summary["pareto"], out)
     summary["channel_multiple"] = {"asked": asked, "used": config.prune.channel_multiple,
                                    "jumps": measured.jumps if measured else None}
     summary.update(bench_actor=actor_info[0], bench_actors=actor_info,

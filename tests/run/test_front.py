@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from edge_tune.run.front import front_lines, pareto_front, trial_front, write_front
+from edge_tune.run.front import front_lines, pareto_front, trial_front, with_entry, write_front
 from edge_tune.run.ledger import trial_row
 from edge_tune.search.result import Deployed, Probe, TrialResult
 
@@ -43,5 +43,11 @@ def test_the_trial_front_lists_completed_trials_with_their_files(tmp_path: Path)
     assert not entries[0]["feasible"] and entries[1]["feasible"]
     assert json.loads(write_front(entries, tmp_path).read_text()) == entries
     lines = front_lines(entries, 90.0)
-    assert lines[0].startswith("Pareto front (speed-up vs validation top-1, 2 trials")
+    assert lines[0].startswith("Pareto front (speed-up vs validation top-1, 2 models")
     assert "filter_ratio=0.70" in lines[1] and lines[1].endswith("(below threshold)")
+    # the run's reference (the baseline in int8): on the front where nothing beats it, and
+    # what it beats leaves
+    reference = {"id": "reference", "speedup": 2.0, "val_top1": 97.0, "files": "reference"}
+    assert [e["id"] for e in with_entry(entries, reference)] == ["fast", "reference"]
+    behind = {**reference, "speedup": 1.0, "val_top1": 95.0}  # slow: 1.11x, 96%
+    assert [e["id"] for e in with_entry(entries, behind)] == ["fast", "slow"]
