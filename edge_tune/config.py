@@ -104,8 +104,8 @@ class TuneConfig:
 
     search_space: str = "default"  # a name in search_spaces/ or a YAML path
     searcher: str = "bayesopt"  # a name in edge_tune.search.searchers.SEARCHERS
-    # the digits demo: 12 trials and the baseline in 363-374 s from an empty cache on 2 cores
-    # (2026-12-04; 293 s on 2026-11-30, when 9 of its trials were stopped early)
+    # the digits demo: 12 trials and the baseline in 152 s from an empty cache on 2 cores
+    # (2026-12-05: the int8 reference stopped 7 trials before fine-tuning; 363-374 s before)
     num_samples: int = 12
     max_concurrent: int = 1  # trials at once (each also waits its turn at the benchmark actor)
     seed: int = 0
