@@ -210,6 +210,8 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and f"({name}.png)" in text
     assert "Spearman" in text and f"{len(completed)} completed trials" in text
     assert f"Benchmark queue on node {summary['bench_actor']['node_id'][:8]}: 3 calls" in text
+    assert (f"Reference: the baseline in int8, nothing removed, not fine-tuned (reference/): "
+            f"validation top-1 {ref['val_top1']:.2f}% at {ref['speedup']:.2f}x.") in text
 
 
 # the CUDA test's tune section: checked on every machine (test_the_cuda_config_is_valid_here),

@@ -48,6 +48,11 @@ def plot_pareto(run: Run, path: Path) -> Path:
                    color="tab:blue", label=f"trials above the threshold ({len(feasible)})")
         ax.scatter([r.latency_ms for r in other], [r.top1 for r in other], s=40,
                    color="tab:gray", marker="x", label=f"trials below it ({len(other)})")
+    ref = run.reference
+    if ref is not None and ref.latency_ms is not None:
+        ax.scatter([ref.latency_ms], [ref.top1], s=110, marker="D", color="tab:green",
+                   label=f"reference: the baseline in int8 ({ref.speedup:.2f}x)", zorder=4)
+        points.append((ref.latency_ms, ref.top1))
     base_ms = run.baseline.latency_ms
     if base_ms:
         ax.scatter([base_ms], [run.baseline.top1], s=160, marker="*", color="black",

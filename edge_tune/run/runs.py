@@ -53,6 +53,7 @@ class Run:
     stopped: list[TrialRow] = field(default_factory=list)  # tune: trials stopped early
     front: list[str] = field(default_factory=list)  # tune: ids of the trials on the front
     notes: list[str] = field(default_factory=list)  # tune: the device's side of the run
+    reference: Point | None = None  # tune: the baseline in int8, measured before the trials
 
 
 def _layer_ms(rows: list[dict[str, str]], names: dict[str, str]) -> dict[str, float]:
@@ -119,9 +120,29 @@ def load_tune(folder: Path) -> Run:
                      1.0, b["macs"], b["params"], family="baseline")
     stopped = [t for t in trials if t.status == "stopped"]
     front = json.loads((folder / FRONT).read_text()) if (folder / FRONT).is_file() else []
+    ref = summary.get("reference")
+    reference = None if not ref else Point(
+        "the baseline in int8, not fine-tuned", ref["val_top1"], ref["latency_ms"], None,
+        ref["speedup"], ref["macs"], b["params"], int8=True, id="reference")
     return Run("tune", folder, points, baseline, summary["threshold"]["top1"], layers,
                list(summary["search_space"]["bounds"]), stopped, [e["id"] for e in front],
-               device_notes(summary))
+               reference_notes(summary) + device_notes(summary), reference)
+
+
+def reference_notes(summary: dict[str, Any]) -> list[str]:
+    """What the run's reference (the baseline in int8) was and whether a trial beat it."""
+    ref, best = summary.get("reference"), summary.get("best")
+    if not ref:
+        return []
+    note = (f"Reference: the baseline in int8, nothing removed, not fine-tuned "
+            f"({ref['folder']}/): validation top-1 {ref['val_top1']:.2f}% at "
+            f"{ref['speedup']:.2f}x.")
+    if ref.get("to_beat"):
+        if best and best["feasible"] and best["speedup"] > ref["speedup"]:
+            note += f" The best trial beat it ({best['speedup']:.2f}x)."
+        else:
+            note += " No trial beat it within the threshold: it is the fastest model found."
+    return [note]
 
 
 def queue_label(key: str) -> str:
