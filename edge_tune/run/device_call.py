@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
+from ray.exceptions import (
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    GetTimeoutError,
+    RayActorError,
+)
 
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE, BenchCall, ModelFiles
@@ -68,6 +73,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
     (on the nodes ``where``, for messages), watched (see the module docstring); ``steady``:
     the models whose ratios decide whether a session is repeated (none given: all)."""
     lost = hangs = 0
+    unreachable_since: float | None = None
     while True:
         picked = pick_actor(names)
         if picked is None:  # every device gone: wait for one (the driver's DeviceWatch)
@@ -86,6 +92,26 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                     raise _hang(device, where[index] if index < len(where) else names[index],
                                 limit_s)
             return Watched(ray.get(ref), hangs, names[index])
+        except ActorUnavailableError:
+            # its process alive but taking no connection (frozen: the call never reached
+            # it): silence like a hang's, counted across resubmissions
+            if not actor_alive(names[index]):
+                continue
+            if limit_s > 0:
+                unreachable_since = unreachable_since or time.monotonic()
+                waited = time.monotonic() - unreachable_since
+                if waited > limit_s + (RESTART_S if hangs else 0.0):
+                    hangs, unreachable_since = hangs + 1, None
+                    ray.kill(actor, no_restart=False)  # Ray restarts it; resubmitted below
+                    if hangs == 2:
+                        raise _hang(device, where[index] if index < len(where)
+                                    else names[index], limit_s) from None
+                time.sleep(POLL_S)
+                continue
+            lost += 1
+            if lost > RESUBMITS + hangs:
+                raise
+            time.sleep(POLL_S)
         except (RayActorError, ActorUnschedulableError):
             # its process died (another call's hang, a crash, ours: retried), or its node
             # left (the call moves to another device, or waits for one)
@@ -125,7 +151,9 @@ def _watch(actor: Any, ref: Any, token: str, limit_s: float, grace_s: float = 0.
             held = ray.get(actor.progress.remote(token), timeout=STATUS_S)
             silent_since = None
             grace_s = 0.0  # it answered: started
-        except GetTimeoutError:  # a frozen process: count from the first unanswered question
+        except (GetTimeoutError, ActorUnavailableError):
+            # a frozen process (no answer, or no connection taken): count from the first
+            # unanswered question
             silent_since = silent_since or time.monotonic() - STATUS_S
             if time.monotonic() - silent_since > limit_s + grace_s:
                 return False
