@@ -80,6 +80,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
             time.sleep(POLL_S)
             continue
         index, actor = picked
+        place = where[index] if index < len(where) else names[index]
         token = uuid.uuid4().hex
         ref = actor.benchmark_set.remote(models, per_layer, pinned, settings, token, steady)
         try:
@@ -89,33 +90,24 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                 hangs += 1
                 ray.kill(actor, no_restart=False)  # Ray restarts it and retries the call once
                 if hangs == 2:
-                    raise _hang(device, where[index] if index < len(where) else names[index],
-                                limit_s)
+                    raise _hang(device, place, limit_s)
             return Watched(ray.get(ref), hangs, names[index])
-        except ActorUnavailableError:
-            # its process alive but taking no connection (frozen: the call never reached
-            # it): silence like a hang's, counted across resubmissions
-            if not actor_alive(names[index]):
-                continue
-            if limit_s > 0:
-                unreachable_since = unreachable_since or time.monotonic()
-                waited = time.monotonic() - unreachable_since
-                if waited > limit_s + (RESTART_S if hangs else 0.0):
-                    hangs, unreachable_since = hangs + 1, None
-                    ray.kill(actor, no_restart=False)  # Ray restarts it; resubmitted below
-                    if hangs == 2:
-                        raise _hang(device, where[index] if index < len(where)
-                                    else names[index], limit_s) from None
-                time.sleep(POLL_S)
-                continue
-            lost += 1
-            if lost > RESUBMITS + hangs:
-                raise
-            time.sleep(POLL_S)
-        except (RayActorError, ActorUnschedulableError):
+        except (RayActorError, ActorUnschedulableError) as err:
             # its process died (another call's hang, a crash, ours: retried), or its node
             # left (the call moves to another device, or waits for one)
             if not actor_alive(names[index]):
+                continue
+            if limit_s > 0 and isinstance(err, ActorUnavailableError):
+                # alive but taking no connection (frozen: the call never reached it):
+                # silence like a hang's, counted across resubmissions
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > limit_s + (RESTART_S if hangs
+                                                                      else 0.0):
+                    hangs, unreachable_since = hangs + 1, None
+                    ray.kill(actor, no_restart=False)  # Ray restarts it; resubmitted below
+                    if hangs == 2:
+                        raise _hang(device, place, limit_s) from None
+                time.sleep(POLL_S)
                 continue
             lost += 1
             if lost > RESUBMITS + hangs:
