@@ -185,7 +185,7 @@ def test_the_edge_side_and_the_public_api_load_no_torch() -> None:
             + f"; print(sorted(m for m in {TRAINING!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    assert len(edge) == 4 and out.strip() == "[]"
+    assert len(edge) == 5 and out.strip() == "[]"
 
 
 def test_the_public_api_names_what_it_promises() -> None:

@@ -25,6 +25,7 @@ import ray
 from ray.util import metrics
 
 from edge_tune.edge import bench
+from edge_tune.edge.process import publish
 
 ACTOR_NAME = "edge_tune_bench"  # the actor on the first ncs node; others get _1, _2, ...
 NAMESPACE = "edge_tune"
@@ -119,6 +120,7 @@ class BenchActor:
         itself (the last of those it may use; trials on its node keep off them: see
         :func:`pin_to`), when trials run concurrently beside the device or several devices
         share the node's CPU. ``slot``: which of its node's devices it serves (0, 1, ...)."""
+        publish()  # first: a process frozen from here on can still be ended by pid
         self.slot = slot
         self.cores = keep_cores(reserve, slot) if reserve else []
         bench.check_device(settings.device)

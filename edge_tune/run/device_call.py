@@ -5,8 +5,9 @@ that never returns blocks the one actor of that device, and every trial behind i
 forever. :func:`call_device` submits the call to the least loaded actor and watches it: the time
 a call has held the device (asked of the actor, which answers while it measures) may not pass
 the call limit; a call still queued behind others has no limit. Past the limit, or when the
-actor's process answers nothing for that long (frozen), the actor is ended (``ray.kill``; Ray
-restarts it, and it reads the baseline again on its first call) and Ray retries the call once on
+actor's process answers nothing for that long (frozen), the actor is ended (``ray.kill``, and
+by pid where Ray leaves the process; Ray restarts it, and it reads the baseline again on its
+first call) and Ray retries the call once on
 the fresh process; a second hang raises :class:`DeviceHang`, which fails that trial only.
 
 The limit (:func:`call_limit`) is ``bench.call_limit_s``, or :data:`CALL_FACTOR` times one whole
@@ -31,6 +32,7 @@ from ray.exceptions import (
 
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE, BenchCall, ModelFiles
+from edge_tune.edge.process import end_left, published
 from edge_tune.run.cluster import pick_actor
 
 CALL_FLOOR_S = 30.0  # s: a candidate compiled on a slow device, whatever the baseline's call
@@ -88,7 +90,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                 return Watched(ray.get(ref), 0, names[index])
             while not _watch(actor, ref, token, limit_s, RESTART_S if hangs else 0.0):
                 hangs += 1
-                ray.kill(actor, no_restart=False)  # Ray restarts it and retries the call once
+                _end(actor, names[index])  # Ray restarts it and retries the call once
                 if hangs == 2:
                     raise _hang(device, place, limit_s)
             return Watched(ray.get(ref), hangs, names[index])
@@ -104,7 +106,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                 if time.monotonic() - unreachable_since > limit_s + (RESTART_S if hangs
                                                                       else 0.0):
                     hangs, unreachable_since = hangs + 1, None
-                    ray.kill(actor, no_restart=False)  # Ray restarts it; resubmitted below
+                    _end(actor, names[index])  # Ray restarts it; resubmitted below
                     if hangs == 2:
                         raise _hang(device, place, limit_s) from None
                 time.sleep(POLL_S)
@@ -122,6 +124,16 @@ def actor_alive(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _end(actor: Any, name: str) -> None:
+    """End the hung actor's process (Ray restarts the actor): ``ray.kill``, then by pid on
+    its node where Ray left it (a process frozen as it started: see
+    :mod:`edge_tune.edge.process`)."""
+    left = published(name, NAMESPACE)
+    ray.kill(actor, no_restart=False)
+    if left is not None:
+        end_left(left)
 
 
 def _hang(device: str, where: str, limit_s: float) -> DeviceHang:
