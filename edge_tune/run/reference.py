@@ -11,17 +11,16 @@ whether any did.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import ray
 
 from edge_tune.catalog.splits import Splits
 from edge_tune.compression.baseline import Baseline
 from edge_tune.compression.deployment import Images, deploy, deployed_accuracy
 from edge_tune.config import Config
-from edge_tune.edge.actor import model_files
+from edge_tune.edge.actor import BenchCall, ModelFiles, model_files
 from edge_tune.search.space import SearchSpace
 
 FOLDER = "reference"  # in the run directory: model.onnx, model_int8.xml/.bin
@@ -45,11 +44,19 @@ class Reference:
         """Within the threshold and faster than the baseline: an answer trials must beat."""
         return self.feasible and self.speedup > 1.0
 
-    def line(self) -> str:
-        """The console's line about it."""
-        verdict = ("within the threshold: trials no faster than it stop before fine-tuning"
-                   if self.to_beat else "under the threshold" if not self.feasible
-                   else "slower than the baseline in float on this device")
+    @property
+    def ratio(self) -> float:
+        """Its latency over the baseline's (the searcher's objective, lower is better)."""
+        return 1.0 / self.speedup
+
+    def line(self, stopping: bool = True) -> str:
+        """The console's line about it; ``stopping``: trials slower than it stop early
+        (``tune.early_stop``)."""
+        verdict = ("within the threshold: " + (
+            "trials no faster than it stop before fine-tuning" if stopping
+            else "the answer trials must beat (tune.early_stop is off: slower ones run on)")
+            if self.to_beat else "under the threshold" if not self.feasible
+            else "slower than the baseline in float on this device")
         return (f"reference: the baseline in int8 (nothing removed, not fine-tuned) -> "
                 f"validation top-1 {self.val_top1:.2f}%, {self.latency_ms:.3f} ms, "
                 f"{self.speedup:.2f}x; {verdict} ({self.folder}/)")
@@ -72,16 +79,15 @@ def wanted(config: Config, space: SearchSpace) -> bool:
 
 
 def measure_reference(base: Baseline, splits: Splits, config: Config, val: Images,
-                      test: Images, actor: Any, pinned: list[Any], threshold_top1: float,
-                      out: Path) -> Reference:
+                      test: Images, measure: Callable[[dict[str, ModelFiles]], BenchCall],
+                      threshold_top1: float, out: Path) -> Reference:
     """The baseline converted to int8 as a trial's model would be, its accuracy as deployed
-    (validation, and test once) and one benchmark call at ``actor`` against the baseline."""
+    (validation, and test once) and one benchmark call against the baseline (``measure``:
+    the run's watched call, see :func:`edge_tune.run.device_call.call_device`)."""
     folder = out / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     artifact = deploy(base.model, True, splits, config, folder, base.shapes, val)
-    call = ray.get(actor.benchmark_set.remote(
-        {"reference": model_files(artifact.deployed)}, per_layer=False, baseline=pinned,
-        settings=config.bench))
+    call = measure({"reference": model_files(artifact.deployed)})
     measured = call.models["reference"]
     return Reference(
         val_top1=artifact.top1, test_top1=deployed_accuracy(artifact.deployed, test,

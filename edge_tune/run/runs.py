@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,19 +130,29 @@ def load_tune(folder: Path) -> Run:
                reference_notes(summary) + device_notes(summary), reference)
 
 
+def beaten(summary: Mapping[str, Any]) -> bool | None:
+    """Whether the run's best trial beat its reference within the threshold (faster than it,
+    at or above the threshold); None when there was none to beat (not measured, under the
+    threshold, or slower than the baseline in float)."""
+    ref, best = summary.get("reference"), summary.get("best")
+    if not ref or not ref["to_beat"]:
+        return None
+    return bool(best and best["feasible"] and best["speedup"] > ref["speedup"])
+
+
 def reference_notes(summary: dict[str, Any]) -> list[str]:
     """What the run's reference (the baseline in int8) was and whether a trial beat it."""
-    ref, best = summary.get("reference"), summary.get("best")
+    ref = summary.get("reference")
     if not ref:
         return []
     note = (f"Reference: the baseline in int8, nothing removed, not fine-tuned "
             f"({ref['folder']}/): validation top-1 {ref['val_top1']:.2f}% at "
             f"{ref['speedup']:.2f}x.")
-    if ref.get("to_beat"):
-        if best and best["feasible"] and best["speedup"] > ref["speedup"]:
-            note += f" The best trial beat it ({best['speedup']:.2f}x)."
-        else:
-            note += " No trial beat it within the threshold: it is the fastest model found."
+    outcome = beaten(summary)
+    if outcome:
+        note += f" The best trial beat it ({summary['best']['speedup']:.2f}x)."
+    elif outcome is False:
+        note += " No trial beat it within the threshold: it is the fastest model found."
     return [note]
 
 

@@ -55,10 +55,10 @@ from edge_tune.run.ledger import (
     trial_row,
     write,
 )
-from edge_tune.run.measuring import on_actor
+from edge_tune.run.measuring import on_actor, watched
 from edge_tune.run.pipeline import check_params
 from edge_tune.run.reference import Reference, measure_reference, wanted
-from edge_tune.run.runs import queue_label
+from edge_tune.run.runs import beaten, queue_label
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
 from edge_tune.search.searchers import check_searcher, create_searcher
@@ -79,8 +79,7 @@ def validate(config: Config, space: SearchSpace, device_here: bool = True) -> No
 def early_stop(config: Config, reference: Reference | None) -> EarlyStop:
     """The run's scheduler; a reference within the threshold and faster than the baseline is
     the first ratio to beat."""
-    ratio = 1.0 / reference.speedup if reference is not None and reference.to_beat \
-        else float("inf")
+    ratio = reference.ratio if reference is not None and reference.to_beat else float("inf")
     return EarlyStop(config.tune.early_stop, ratio)
 
 
@@ -148,13 +147,15 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
             "search_space.parameters.latency_target")
     reference = None
     if wanted(config, space):
-        reference = measure_reference(base, splits, config, val, test,
-                                      actors[0], pinned, threshold_top1, out)
-        log_stderr(reference.line())
+        reference = measure_reference(
+            base, splits, config, val, test,
+            watched(actor_name(0), _where(actor_info[0]), pinned, limit_s, config.bench),
+            threshold_top1, out)
+        log_stderr(reference.line(config.tune.early_stop))
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,
-                          tuple(f"{i['host']} {i['node_ip']}" for i in actor_info),
+                          tuple(_where(i) for i in actor_info),
                           reserved_cores(actor_info))
     if reserve:
         log_stderr("benchmark actors keep their own cores while trials run beside them: " +
@@ -227,6 +228,11 @@ def device_lost(reason: str, rows: list[TrialRow], recorded: Ledger, out: Path,
     log_stderr(f"stopped: {reason}; {len(in_flight)} trial(s) in flight recorded as "
                f"interrupted; once an ncs node with the device is back: {summary['resume']}")
     return summary
+
+
+def _where(info: dict[str, Any]) -> str:
+    """An actor's node as messages name it: host and IP."""
+    return f"{info['host']} {info['node_ip']}"
 
 
 def derive_call_limit(config: Config, actor: Any, pinned: list[Any]) -> float:
@@ -382,8 +388,7 @@ def print_table(summary: dict[str, Any], out: Path) -> None:
         print(f"{'reference':10} {ref['val_top1']:11.2f} {ref['test_top1']:12.2f} "
               f"{ref['latency_ms']:11.3f} {ref['macs'] / 1e6:7.1f}M {ref['speedup']:8.2f}x"
               f"  (the baseline in int8, not fine-tuned: {ref['folder']}/)")
-        if ref["to_beat"] and not (best and best["feasible"]
-                                    and best["speedup"] > ref["speedup"]):
+        if beaten(summary) is False:
             print(f"no trial beat the baseline in int8 within the threshold: "
                   f"{ref['folder']}/ is the fastest model found ({ref['speedup']:.2f}x)")
     print(f"threshold validation top-1 >= {summary['threshold']['top1']:.2f}%; trials: "
