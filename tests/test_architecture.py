@@ -25,7 +25,7 @@ TRAINING = ("torch", "torch_pruning", "nncf", "sklearn", "torchvision", "onnxscr
 # for digits, torchvision for torchvision: models, NNCF for int8 and quantisation-aware
 # training, bayes_opt and its scikit-learn for the bayesopt searcher: ~2 s each), the
 # report's plotting library (its file-only backend is chosen before pyplot is imported) and
-# W&B (only with --wandb); and imports for type checkers only.
+# W&B (the report's --wandb, the reference's mirror); and imports for type checkers only.
 LAZY = {("catalog.loaders", "sklearn.datasets"), ("catalog.models", "torchvision.models"),
         ("search.searchers", "edge_tune.search.bayesopt"), ("compression.quantize", "nncf"),
         ("compression.quantize", "nncf.quantization.advanced_parameters"),
@@ -33,6 +33,7 @@ LAZY = {("catalog.loaders", "sklearn.datasets"), ("catalog.models", "torchvision
         ("compression.quantize", "nncf.quantization.algorithms.min_max.algorithm"),
         ("compression.runner", "nncf"), ("run.plots", "matplotlib"),
         ("run.plots", "matplotlib.pyplot"), ("run.report", "wandb"),
+        ("run.callbacks", "wandb"),
         ("search.space", "importlib.abc")}
 
 

@@ -156,6 +156,10 @@ def test_short_tune_run_end_to_end(tmp_path: Path, small_config: dict) -> None:
     assert "benchmark queue on " in result.stdout
     # W&B offline: a run per trial holding its metrics
     runs = sorted((out / "wandb").rglob("run-*.wandb"))
+    mirrored = [r for r in runs if r.stem.startswith("run-reference-")]  # the reference's
+    assert len(mirrored) == 1 and history(mirrored[0])["speedup"] == pytest.approx(
+        ref["speedup"])
+    runs = [r for r in runs if r not in mirrored]
     assert len(runs) == 3
     by_id = {r["id"]: r for r in rows}
     for run in runs:

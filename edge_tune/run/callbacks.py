@@ -1,6 +1,7 @@
 """The tuner's Ray Tune callbacks: :class:`TrialLog` (each finished trial into trials.jsonl,
 then one console line), :class:`Waiting` (a trial waiting for resources is said) and
-:class:`Wandb` (every trial mirrored to W&B, offline without a key).
+:class:`Wandb` (every trial mirrored to W&B, offline without a key; the run's reference
+beside them: :func:`mirror_reference`).
 
 Plain module-level classes: Tune pickles callbacks with the experiment, and a resumed run
 unpickles them by their module path.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,3 +204,19 @@ def wandb_callback(config: Config, out: Path, run_name: str) -> WandbLoggerCallb
     folder.mkdir(exist_ok=True)
     return Wandb(project=config.tune.wandb_project, group=run_name, mode=wandb_mode(),
                  dir=str(folder), log_config=False)
+
+
+def mirror_reference(config: Config, out: Path, values: dict[str, float]) -> None:
+    """The run's reference (``values``: its numbers) as one more W&B run in the trials'
+    group, named ``reference`` (offline without WANDB_API_KEY)."""
+    import wandb
+
+    folder = (out / "wandb").resolve()
+    folder.mkdir(exist_ok=True)
+    run = wandb.init(project=config.tune.wandb_project, group=out.name, name="reference",
+                     id=f"reference-{uuid.uuid4().hex[:8]}", job_type="reference",
+                     dir=str(folder), mode=wandb_mode())
+    try:
+        run.log(values)
+    finally:
+        run.finish()

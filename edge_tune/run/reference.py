@@ -11,6 +11,7 @@ whether any did.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from edge_tune.compression.baseline import Baseline
 from edge_tune.compression.deployment import Images, deploy, deployed_accuracy
 from edge_tune.config import Config
 from edge_tune.edge.actor import BenchCall, ModelFiles, model_files
-from edge_tune.search.space import SearchSpace
+from edge_tune.search.space import SearchSpace, drop_param, without
 
 FOLDER = "reference"  # in the run directory: model.onnx, model_int8.xml/.bin
 
@@ -43,6 +44,12 @@ class Reference:
     def to_beat(self) -> bool:
         """Within the threshold and faster than the baseline: an answer trials must beat."""
         return self.feasible and self.speedup > 1.0
+
+    @property
+    def int8_slower(self) -> bool:
+        """int8 ran slower than float on the baseline's graph on this device (MobileNetV2's
+        depthwise convolutions on this CPU: 0.96-0.98x)."""
+        return self.speedup < 1.0
 
     @property
     def ratio(self) -> float:
@@ -68,8 +75,28 @@ class Reference:
                 "latency_ms": self.latency_ms, "macs": self.macs, "int8": True,
                 "feasible": self.feasible, "files": self.folder}
 
+    def numbers(self) -> dict[str, float]:
+        """Its figures, for W&B: top-1 (%), latency (ms), speed-up, MACs, feasible (0/1)."""
+        return {key: float(value) for key, value in asdict(self).items()
+                if isinstance(value, (int, float))}
+
     def summary(self) -> dict[str, Any]:
         return {**asdict(self), "to_beat": self.to_beat}
+
+
+def float_only(config: Config, space: SearchSpace,
+               reference: Reference) -> tuple[Config, SearchSpace] | None:
+    """Where the reference ran slower than the baseline in float and the space chooses
+    between int8 and float: the config and space without int8 (trials run in float; int8
+    trials would be deployed in float anyway, on filters allocated for int8's profile). None
+    otherwise, or when ``quantize.keep_slower_int8`` keeps it."""
+    low_high = space.bounds.get("int8")
+    if not reference.int8_slower or config.quantize.keep_slower_int8 or low_high is None \
+            or low_high[0] >= 0.5:
+        return None
+    points = drop_param(config.tune.points_to_evaluate, "int8")
+    return (dataclasses.replace(config, tune=dataclasses.replace(
+        config.tune, points_to_evaluate=points)), without(space, "int8"))
 
 
 def wanted(config: Config, space: SearchSpace) -> bool:

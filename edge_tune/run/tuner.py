@@ -33,7 +33,7 @@ from edge_tune.core.environment import quiet_tune, wandb_environment
 from edge_tune.core.errors import UserError, last_line, work_started
 from edge_tune.run.allocating import prepare_allocator, profile_settings
 from edge_tune.run.baseline_task import train_on_gpu_node
-from edge_tune.run.callbacks import TrialLog, Waiting, wandb_callback
+from edge_tune.run.callbacks import TrialLog, Waiting, mirror_reference, wandb_callback
 from edge_tune.run.cluster import (
     actor_name,
     connect,
@@ -57,7 +57,7 @@ from edge_tune.run.ledger import (
 )
 from edge_tune.run.measuring import on_actor, watched
 from edge_tune.run.pipeline import check_params
-from edge_tune.run.reference import Reference, measure_reference, wanted
+from edge_tune.run.reference import Reference, float_only, measure_reference, wanted
 from edge_tune.run.runs import beaten, queue_label
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
@@ -152,6 +152,14 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
             watched(actor_name(0), _where(actor_info[0]), pinned, limit_s, config.bench),
             threshold_top1, out)
         log_stderr(reference.line(config.tune.early_stop))
+        floats = float_only(config, space, reference)
+        if floats is not None:
+            config, space = floats
+            log_stderr(f"int8 is not searched in this run: the baseline in int8 ran "
+                       f"{reference.speedup:.2f}x float's speed on {config.bench.device}; "
+                       "trials run in float (quantize.keep_slower_int8: true searches it)")
+        if wandb and not resume:
+            mirror_reference(config, out, reference.numbers())
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,

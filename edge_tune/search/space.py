@@ -97,6 +97,23 @@ def space_from_dict(raw: Any, source: str, key: str = "search_space") -> SearchS
     return SearchSpace(bounds, source, [{k: float(v) for k, v in p.items()} for p in points])
 
 
+def without(space: SearchSpace, name: str) -> SearchSpace:
+    """``space`` with ``name`` no longer searched (trials take its default); its starting
+    points without it, each once."""
+    bounds = {k: v for k, v in space.bounds.items() if k != name}
+    return SearchSpace(bounds, space.source, drop_param(space.points, name))
+
+
+def drop_param(points: list[dict[str, float]], name: str) -> list[dict[str, float]]:
+    """``points`` without ``name``, each once, in order."""
+    out: list[dict[str, float]] = []
+    for point in points:
+        kept = {k: v for k, v in point.items() if k != name}
+        if kept not in out:
+            out.append(kept)
+    return out
+
+
 def check_points(space: SearchSpace, points: list[dict[str, Any]], key: str) -> None:
     """Each starting point names exactly the space's parameters, each inside its bounds."""
     for i, point in enumerate(points):

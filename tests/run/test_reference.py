@@ -41,3 +41,27 @@ def test_whether_a_trial_beat_the_reference_is_one_answer_for_table_and_report(
     assert ("The best trial beat it" in " ".join(notes)) == (expected is True)
     assert ("No trial beat it" in " ".join(notes)) == (expected is False)
     assert bool(notes) == (reference is not None)
+
+
+@pytest.mark.parametrize(("speedup", "bounds", "keep", "dropped"), [
+    (0.96, (0.0, 1.0), False, True),  # MobileNetV2 on this CPU: int8 slower, not searched
+    (4.0, (0.0, 1.0), False, False),  # ResNet-20: int8 4x faster, searched
+    (0.96, (0.0, 1.0), True, False),  # quantize.keep_slower_int8 keeps it
+    (0.96, (0.5, 1.0), False, False)])  # a space that asks for int8 in every trial
+def test_int8_slower_than_float_on_the_baseline_is_not_searched(
+        speedup: float, bounds: tuple[float, float], keep: bool, dropped: bool) -> None:
+    from edge_tune.config import config_from_dict
+    from edge_tune.run.reference import float_only
+    from edge_tune.search.space import SearchSpace
+
+    config = config_from_dict({
+        "quantize": {"keep_slower_int8": keep},
+        "tune": {"points_to_evaluate": [{"latency_target": 0.5, "int8": 1.0},
+                                        {"latency_target": 0.5, "int8": 0.0}]}})
+    space = SearchSpace({"latency_target": (0.2, 0.8), "int8": bounds}, "s.yaml")
+    result = float_only(config, space, dataclasses.replace(FAST, speedup=speedup))
+    assert (result is not None) == dropped
+    if result is not None:
+        config, space = result
+        assert space.bounds == {"latency_target": (0.2, 0.8)}
+        assert config.tune.points_to_evaluate == [{"latency_target": 0.5}]

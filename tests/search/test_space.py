@@ -36,3 +36,15 @@ def test_space_by_path_and_missing(tmp_path: Path) -> None:
     assert load_space(str(path)).bounds == {"fine_sparsity": (0.1, 0.9)}
     with pytest.raises(UserError, match="no such file or space 'nope'; packaged spaces: "):
         load_space("nope")
+
+
+def test_a_parameter_taken_out_of_the_space_leaves_its_points_once() -> None:
+    from edge_tune.search.space import SearchSpace, without
+
+    space = SearchSpace({"filter_ratio": (0.0, 0.8), "int8": (0.0, 1.0)}, "s.yaml",
+                        [{"filter_ratio": 0.5, "int8": 1.0}, {"filter_ratio": 0.5, "int8": 0.0},
+                         {"filter_ratio": 0.2, "int8": 1.0}])
+    floats = without(space, "int8")
+    assert floats.bounds == {"filter_ratio": (0.0, 0.8)} and floats.source == "s.yaml"
+    assert floats.points == [{"filter_ratio": 0.5}, {"filter_ratio": 0.2}]
+    assert "int8" in space.bounds  # the original is untouched
