@@ -161,8 +161,10 @@ def spread(values: list[float]) -> str:
 def compare(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each arm against ``uniform`` on the same seed: top-1 at equal latency (on a grid of
     ratios both fronts reach), speed-up at the threshold's top-1."""
-    lines = []
+    lines: list[str] = []
     base = {s["seed"]: s for s in runs.get("uniform", [])}
+    if not base:  # uniform not run: nothing to compare against
+        return lines
     for arm, summaries in runs.items():
         if arm == "uniform":
             continue

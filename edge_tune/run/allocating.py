@@ -64,9 +64,9 @@ def check_reachable(allocator: Allocator, lowest: float, int8_choices: tuple[boo
                     multiple: int, key: str) -> None:
     """A target of ``lowest`` the profile says no allocation reaches is a UserError naming
     ``key`` and the fastest ratio it can reach."""
-    fastest = min(allocator.fastest(int8, multiple) for int8 in int8_choices)
+    fastest, int8 = min((allocator.fastest(int8, multiple), int8) for int8 in int8_choices)
     if lowest < fastest:
         device = allocator.profile.identity.get("device_name", "this device")
         raise UserError(f"{key}: {lowest:g} cannot be reached on {device}: its profile "
                         f"predicts at best {fastest:.3f} (every group at its floor"
-                        f"{', int8' if True in int8_choices else ''})")
+                        f"{', int8' if int8 else ', float'})")

@@ -24,7 +24,7 @@ from ray.util import metrics
 
 from edge_tune.config import Config
 from edge_tune.core.console import log_stderr
-from edge_tune.core.environment import wandb_mode
+from edge_tune.core.environment import wandb_folder, wandb_mode
 from edge_tune.run.cluster import describe
 from edge_tune.run.ledger import TRIALS, Status, TrialRow, append, trial_row
 from edge_tune.search.params import format_params
@@ -198,12 +198,11 @@ class Wandb(WandbLoggerCallback):
         super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
 
-def wandb_callback(config: Config, out: Path, run_name: str) -> WandbLoggerCallback:
-    """The W&B mirror of a run in ``out`` (offline without WANDB_API_KEY)."""
-    folder = (out / "wandb").resolve()
-    folder.mkdir(exist_ok=True)
-    return Wandb(project=config.tune.wandb_project, group=run_name, mode=wandb_mode(),
-                 dir=str(folder), log_config=False)
+def wandb_callback(config: Config, out: Path) -> WandbLoggerCallback:
+    """The W&B mirror of a run in ``out``, its trials grouped under the folder's name (offline
+    without WANDB_API_KEY)."""
+    return Wandb(project=config.tune.wandb_project, group=out.name, mode=wandb_mode(),
+                 dir=str(wandb_folder(out)), log_config=False)
 
 
 def mirror_reference(config: Config, out: Path, values: dict[str, float]) -> None:
@@ -211,11 +210,9 @@ def mirror_reference(config: Config, out: Path, values: dict[str, float]) -> Non
     group, named ``reference`` (offline without WANDB_API_KEY)."""
     import wandb
 
-    folder = (out / "wandb").resolve()
-    folder.mkdir(exist_ok=True)
     run = wandb.init(project=config.tune.wandb_project, group=out.name, name="reference",
                      id=f"reference-{uuid.uuid4().hex[:8]}", job_type="reference",
-                     dir=str(folder), mode=wandb_mode())
+                     dir=str(wandb_folder(out)), mode=wandb_mode())
     try:
         run.log(values)
     finally:

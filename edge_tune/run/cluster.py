@@ -230,6 +230,11 @@ def cores_to_reserve(config: Config) -> int:
     return config.bench.threads if shared else 0
 
 
+def actor_place(info: dict[str, Any]) -> str:
+    """An actor's node as messages name it (``info``: its ``BenchActor.info``): host and IP."""
+    return f"{info['host']} {info['node_ip']}"
+
+
 def actor_name(index: int) -> str:
     """``edge_tune_bench`` for the first ``ncs`` node, ``edge_tune_bench_1``... after it."""
     return ACTOR_NAME if index == 0 else f"{ACTOR_NAME}_{index}"

@@ -30,6 +30,7 @@ from ray.exceptions import (
     RayActorError,
 )
 
+from edge_tune.core.console import log_stderr
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE, BenchCall, ModelFiles
 from edge_tune.edge.process import end_left, published
@@ -90,7 +91,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                 return Watched(ray.get(ref), 0, names[index])
             while not _watch(actor, ref, token, limit_s, RESTART_S if hangs else 0.0):
                 hangs += 1
-                _end(actor, names[index])  # Ray restarts it and retries the call once
+                _restart(actor)  # Ray restarts it and retries the call once
                 if hangs == 2:
                     raise _hang(device, place, limit_s)
             return Watched(ray.get(ref), hangs, names[index])
@@ -106,7 +107,7 @@ def call_device(names: tuple[str, ...], where: tuple[str, ...], models: dict[str
                 if time.monotonic() - unreachable_since > limit_s + (RESTART_S if hangs
                                                                       else 0.0):
                     hangs, unreachable_since = hangs + 1, None
-                    _end(actor, names[index])  # Ray restarts it; resubmitted below
+                    _restart(actor)  # Ray restarts it; resubmitted below
                     if hangs == 2:
                         raise _hang(device, place, limit_s) from None
                 time.sleep(POLL_S)
@@ -126,14 +127,15 @@ def actor_alive(name: str) -> bool:
     return True
 
 
-def _end(actor: Any, name: str) -> None:
+def _restart(actor: Any) -> None:
     """End the hung actor's process (Ray restarts the actor): ``ray.kill``, then by pid on
     its node where Ray left it (a process frozen as it started: see
-    :mod:`edge_tune.edge.process`)."""
-    left = published(name, NAMESPACE)
+    :mod:`edge_tune.edge.process`). The record is read first: the restart overwrites it."""
+    left = published(actor)
     ray.kill(actor, no_restart=False)
-    if left is not None:
-        end_left(left)
+    if left is not None and end_left(left):
+        log_stderr(f"the benchmark actor's process {left.pid} froze as it started "
+                   "and Ray left it; ended by pid on its node")
 
 
 def _hang(device: str, where: str, limit_s: float) -> DeviceHang:

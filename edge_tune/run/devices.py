@@ -26,7 +26,7 @@ import ray
 from edge_tune.core.console import log_stderr
 from edge_tune.edge import bench
 from edge_tune.edge.actor import NAMESPACE
-from edge_tune.run.cluster import Slot, ncs_slots, new_actor, slot_settings
+from edge_tune.run.cluster import Slot, actor_place, ncs_slots, new_actor, slot_settings
 from edge_tune.run.device_call import actor_alive
 
 POLL_S = 2.0  # s between looks at the cluster's nodes
@@ -99,6 +99,6 @@ class DeviceWatch(threading.Thread):
         self.handles[name] = new_actor(name, slot, self.settings, self.reserve)
         info = ray.get(self.handles[name].info.remote())
         self.slot[name] = slot
-        self.where[name] = f"{info['host']} {info['node_ip']}"
+        self.where[name] = actor_place(info)
         log_stderr(f"device {info['device']} back after {after_s:.0f} s: a benchmark "
                    f"actor on {self.where[name]} (node {slot[0][:8]}) takes its calls")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_tune.core.environment import wandb_mode
+from edge_tune.core.environment import wandb_folder, wandb_mode
 from edge_tune.run.plots import (
     TOP_LAYERS,
     plot_importance,
@@ -168,11 +168,9 @@ def log_wandb(run: Run, header: list[str], rows: list[list[Any]], images: dict[s
     """The report's table and images as a W&B run (offline without WANDB_API_KEY)."""
     import wandb
 
-    mode = wandb_mode()
-    folder = run.folder / "wandb"
-    folder.mkdir(exist_ok=True)
     session = wandb.init(project=project, name=f"{run.kind}-{run.folder.name}",
-                         job_type=f"{run.kind}-report", dir=str(folder), mode=mode)
+                         job_type=f"{run.kind}-report", dir=str(wandb_folder(run.folder)),
+                         mode=wandb_mode())
     try:
         data = [[_fmt(v) for v in row] for row in rows]
         table = wandb.Table(columns=list[str | int](header), data=data)

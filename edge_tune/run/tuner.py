@@ -36,6 +36,7 @@ from edge_tune.run.baseline_task import train_on_gpu_node
 from edge_tune.run.callbacks import TrialLog, Waiting, mirror_reference, wandb_callback
 from edge_tune.run.cluster import (
     actor_name,
+    actor_place,
     connect,
     cores_to_reserve,
     shutdown,
@@ -43,7 +44,7 @@ from edge_tune.run.cluster import (
     trial_request,
 )
 from edge_tune.run.context import TrialContext
-from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, call_limit
+from edge_tune.run.device_call import CALL_FACTOR, CALL_FLOOR_S, DeviceHang, call_limit
 from edge_tune.run.devices import DeviceWatch
 from edge_tune.run.front import FRONT, front_lines, trial_front, with_entry, write_front
 from edge_tune.run.ledger import (
@@ -62,7 +63,7 @@ from edge_tune.run.runs import beaten, queue_label
 from edge_tune.run.trainable import trainable
 from edge_tune.search.params import format_params
 from edge_tune.search.searchers import check_searcher, create_searcher
-from edge_tune.search.space import SearchSpace, check_points
+from edge_tune.search.space import SearchSpace, check_points, int8_choices
 from edge_tune.search.stopping import EarlyStop
 
 EXPERIMENT = "ray"  # Ray Tune's folder inside the run directory
@@ -88,7 +89,7 @@ def _new_tuner(runnable: Any, config: Config, space: SearchSpace, out: Path,
     stopper = early_stop(config, reference)
     callbacks: list[Any] = [TrialLog(config.tune.num_samples, out, stopper), Waiting()]
     if wandb:
-        callbacks.append(wandb_callback(config, out, out.name))
+        callbacks.append(wandb_callback(config, out))
     return tune.Tuner(
         runnable, param_space=space.tune_space(),
         tune_config=tune.TuneConfig(search_alg=create_searcher(config.tune, space),
@@ -128,7 +129,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     actors = start_actors(base.artifact.deployed, config.bench, pinned, reserve)  # held
     actor_info = ray.get([a.info.remote() for a in actors])  # dies with its last handle
     log_stderr(f"benchmark actors: {len(actors)} (" + ", ".join(
-        f"{i['device']} on {i['host']} {i['node_ip']}" for i in actor_info) + ")")
+        f"{i['device']} on {actor_place(i)}" for i in actor_info) + ")")
     limit_s = derive_call_limit(config, actors[0], pinned)
     asked = config.prune.channel_multiple
     config, measured = resolve_multiple(
@@ -143,14 +144,18 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
             config, base.model, splits, actor_info[0]["identity"],
             on_actor(actors[0], pinned, profile_settings(config.bench), per_layer=True),
             space.bounds["latency_target"][0],
-            tuple(v >= 0.5 for v in space.bounds.get("int8", (0.0, 0.0))),
+            int8_choices(space),
             "search_space.parameters.latency_target")
     reference = None
     if wanted(config, space):
-        reference = measure_reference(
-            base, splits, config, val, test,
-            watched(actor_name(0), _where(actor_info[0]), pinned, limit_s, config.bench),
-            threshold_top1, out)
+        try:
+            reference = measure_reference(
+                base, splits, config, val, test,
+                watched(actor_name(0), actor_place(actor_info[0]), pinned, limit_s, config.bench),
+                threshold_top1, out)
+        except DeviceHang as err:  # optional: the trials' calls are watched on their own
+            log_stderr(f"reference: not measured ({err}); the trials go on without it")
+    if reference is not None:
         log_stderr(reference.line(config.tune.early_stop))
         floats = float_only(config, space, reference)
         if floats is not None:
@@ -163,7 +168,7 @@ def experiment(config: Config, space: SearchSpace, out: Path, dashboard: str = "
     ctx = TrialContext.of(config, base, threshold_top1,
                           tuple(actor_name(i) for i in range(len(actors))), tuple(pinned),
                           allocator, limit_s,
-                          tuple(_where(i) for i in actor_info),
+                          tuple(actor_place(i) for i in actor_info),
                           reserved_cores(actor_info))
     if reserve:
         log_stderr("benchmark actors keep their own cores while trials run beside them: " +
@@ -236,11 +241,6 @@ def device_lost(reason: str, rows: list[TrialRow], recorded: Ledger, out: Path,
     log_stderr(f"stopped: {reason}; {len(in_flight)} trial(s) in flight recorded as "
                f"interrupted; once an ncs node with the device is back: {summary['resume']}")
     return summary
-
-
-def _where(info: dict[str, Any]) -> str:
-    """An actor's node as messages name it: host and IP."""
-    return f"{info['host']} {info['node_ip']}"
 
 
 def derive_call_limit(config: Config, actor: Any, pinned: list[Any]) -> float:

@@ -16,6 +16,7 @@ bounds must lie inside each parameter's valid range, low < high.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
@@ -101,7 +102,14 @@ def without(space: SearchSpace, name: str) -> SearchSpace:
     """``space`` with ``name`` no longer searched (trials take its default); its starting
     points without it, each once."""
     bounds = {k: v for k, v in space.bounds.items() if k != name}
-    return SearchSpace(bounds, space.source, drop_param(space.points, name))
+    return dataclasses.replace(space, bounds=bounds, points=drop_param(space.points, name))
+
+
+def int8_choices(space: SearchSpace) -> tuple[bool, ...]:
+    """What trials of ``space`` can run in: (False,) float only, (True,) int8 only, or
+    (False, True) either (``int8`` is searched as off below 0.5, on from it)."""
+    low, high = space.bounds.get("int8", (0.0, 0.0))
+    return tuple(sorted({low >= 0.5, high >= 0.5}))
 
 
 def drop_param(points: list[dict[str, float]], name: str) -> list[dict[str, float]]:

@@ -65,3 +65,19 @@ def test_int8_slower_than_float_on_the_baseline_is_not_searched(
         config, space = result
         assert space.bounds == {"latency_target": (0.2, 0.8)}
         assert config.tune.points_to_evaluate == [{"latency_target": 0.5}]
+
+
+def test_a_space_of_int8_alone_keeps_it_even_where_int8_is_slower() -> None:
+    from edge_tune.config import config_from_dict
+    from edge_tune.run.reference import float_only
+    from edge_tune.search.space import SearchSpace
+
+    only = SearchSpace({"int8": (0.0, 1.0)}, "s.yaml")  # without it nothing is left to search
+    assert float_only(config_from_dict({}), only,
+                      dataclasses.replace(FAST, speedup=0.96)) is None
+
+
+def test_the_reference_logs_its_ratio_under_the_trials_name() -> None:
+    numbers = FAST.numbers()
+    assert numbers["latency_ratio"] == pytest.approx(0.25) and numbers["speedup"] == 4.0
+    assert numbers["feasible"] == 1.0 and "folder" not in numbers

@@ -48,3 +48,12 @@ def test_a_parameter_taken_out_of_the_space_leaves_its_points_once() -> None:
     assert floats.bounds == {"filter_ratio": (0.0, 0.8)} and floats.source == "s.yaml"
     assert floats.points == [{"filter_ratio": 0.5}, {"filter_ratio": 0.2}]
     assert "int8" in space.bounds  # the original is untouched
+
+
+@pytest.mark.parametrize(("bounds", "choices"), [
+    ({"int8": (0.0, 1.0)}, (False, True)), ({"int8": (0.5, 1.0)}, (True,)),
+    ({"int8": (0.0, 0.4)}, (False,)), ({"filter_ratio": (0.1, 0.8)}, (False,))])
+def test_what_trials_of_a_space_can_run_in(bounds: dict, choices: tuple[bool, ...]) -> None:
+    from edge_tune.search.space import SearchSpace, int8_choices
+
+    assert int8_choices(SearchSpace(bounds, "s.yaml")) == choices
