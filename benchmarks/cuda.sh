@@ -59,6 +59,10 @@ for kind in gpu cpu; do
   rc=$?
   echo "$kind trials: exit $rc in $(( $(date +%s) - t0 )) s (the baseline trains once, in the first)"
   tail -n 6 "$OUT/tune_$kind.out"
+  # where the baseline trained (a GPU trial run trains it as a Ray task holding a GPU) and the
+  # cache entry's record of it
+  grep -E "baseline: (trained|cached|training)" "$OUT/tune_$kind.err" | head -n 3
+  find "$EDGE_TUNE_CACHE" -name meta.json -exec grep -hE '"(device|node_ip)"' {} + | head -n 2
   [ -f "/tmp/edge_tune_cuda_$kind/summary.json" ] && cp "/tmp/edge_tune_cuda_$kind/summary.json" "$OUT/summary_$kind.json"
   $PY - "/tmp/edge_tune_cuda_$kind/trials.jsonl" <<'EOF'
 import json, os, statistics, sys
