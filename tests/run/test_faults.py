@@ -68,8 +68,9 @@ def _busy(run: Tune, title: str, timeout: float = 120) -> list[psutil.Process]:
 
 def _tune_config(tmp_path: Path, small_config: dict, **overrides: object) -> str:
     # early_stop off: these tests count trials that complete or fail; no reference: they
-    # freeze and count the actor's processes from the first trial's call on (with the
-    # reference's call first, the hang test failed 3 of 5 runs: every later trial hung too)
+    # freeze and count the actor's processes from the first trial's call on (the reference's
+    # call would come first). The hang test's failures beside the reference (3 of 5 runs,
+    # every later trial hung) were a restart frozen as it started: edge/process.py ends it
     tune = {"search_space": "default", "random_steps": 2, "max_concurrent": 1,
             "early_stop": False, "reference": False}
     config = {**small_config, **overrides}
